@@ -1,0 +1,1 @@
+"""xmodal: cross-modal image/text retrieval."""
