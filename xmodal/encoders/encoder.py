@@ -1,0 +1,234 @@
+"""The Encoder: one pretrained dual encoder, numpy rows out."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from xmodal.encoders.hardware import PRECISIONS, resolve_device, resolve_precision
+from xmodal.encoders.loading import resolve_model
+from xmodal.encoders.preprocess import (
+    ImageInput,
+    PixelPipeline,
+    Preparer,
+    pipeline_from_processor,
+)
+from xmodal.encoders.spec import EncoderSpec
+from xmodal.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# Families trained on text padded to the full context; shorter padding changes their output.
+_PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
+
+
+class Encoder:
+    """A loaded image/text dual encoder.
+
+    Every ``encode_*`` method returns float32 rows, L2-normalised, in input order. No torch
+    tensor crosses this boundary. Build one with :func:`load_encoder`.
+    """
+
+    def __init__(
+        self, model: Any, processor: Any, spec: EncoderSpec, pixels: PixelPipeline | None
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.spec = spec
+        self.preparer = Preparer(pixels, None if pixels else processor.image_processor)
+        self._device = torch.device(spec.device)
+        self._dtype = PRECISIONS[spec.precision]
+        self._text_keys = set(inspect.signature(model.get_text_features).parameters)
+
+    # -- images -------------------------------------------------------------------------
+    def load(self, source: ImageInput) -> Image.Image:
+        """Decode ``source`` with the shared policy (reduced-size JPEG decode when allowed)."""
+        return self.preparer.load(source)
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> float32 (3, H, W) pixel array, exactly as the model expects it."""
+        return self.preparer.preprocess(image)
+
+    def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """A (n, 3, H, W) float32 batch from :meth:`preprocess` -> (n, dim) embeddings."""
+        if len(batch) == 0:
+            return np.zeros((0, self.spec.dim), dtype=np.float32)
+        pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            pixels = pixels.to(self._device, self._dtype)
+            return _normalised(self.model.get_image_features(pixel_values=pixels))
+
+    def encode_images(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        batch_size: int = 32,
+        progress: bool | None = None,
+        threads: int | None = None,
+    ) -> np.ndarray:
+        """Decode, preprocess and embed images; decoding overlaps with model compute.
+
+        Decoding and preprocessing run in a thread pool (PIL releases the GIL while it decodes
+        and resizes) one batch ahead of the model.
+        """
+        out = np.zeros((len(images), self.spec.dim), dtype=np.float32)
+        threads = threads or max(1, min(4, os.cpu_count() or 1))
+        bar = tqdm(total=len(images), unit="img", disable=_quiet(progress, len(images), batch_size))
+        with ThreadPoolExecutor(threads) as pool, bar:
+            for start, pixels in self._prefetch(images, batch_size, pool):
+                out[start : start + len(pixels)] = self.encode_pixels(pixels)
+                bar.update(len(pixels))
+        return out
+
+    def _prefetch(
+        self, images: Sequence[ImageInput], batch_size: int, pool: ThreadPoolExecutor
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        prepare = self.preparer
+        starts = range(0, len(images), batch_size)
+        pending = None
+        for start in starts:
+            future = pool.map(prepare, images[start : start + batch_size])
+            if pending is not None:
+                yield pending[0], np.stack(list(pending[1]))
+            pending = (start, future)
+        if pending is not None:
+            yield pending[0], np.stack(list(pending[1]))
+
+    # -- texts --------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenise the way the model family was trained; long texts are truncated."""
+        padding = "max_length" if self.spec.text_padding == "max_length" else True
+        tokens = self.processor.tokenizer(
+            list(texts),
+            padding=padding,
+            truncation=True,
+            max_length=self.spec.text_max_length,
+            return_tensors="pt",
+        )
+        return {k: v for k, v in tokens.items() if k in self._text_keys}
+
+    def encode_texts(
+        self, texts: Sequence[str], *, batch_size: int = 256, progress: bool | None = None
+    ) -> np.ndarray:
+        """Embed texts. Batches are formed by length so padding stays short."""
+        if isinstance(texts, str):
+            raise TypeError("encode_texts takes a list of strings; wrap a single query in [ ]")
+        out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        bar = tqdm(total=len(texts), unit="text", disable=_quiet(progress, len(texts), batch_size))
+        with bar, torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start : start + batch_size]
+                tokens = self.tokenize([texts[i] for i in rows])
+                tokens = {k: v.to(self._device) for k, v in tokens.items()}
+                out[rows] = _normalised(self.model.get_text_features(**tokens))
+                bar.update(len(rows))
+        return out
+
+
+def _quiet(progress: bool | None, n: int, batch_size: int) -> bool | None:
+    if progress is None:
+        return True if n <= 4 * batch_size else None  # None: tqdm shows it on a terminal only
+    return not progress
+
+
+def _normalised(output: Any) -> np.ndarray:
+    """Features from get_*_features (a tensor, or an output object in transformers 5)."""
+    if not isinstance(output, torch.Tensor):
+        pooled = getattr(output, "pooler_output", None)
+        output = pooled if pooled is not None else output[0]
+    features = output.float()
+    features = torch.nn.functional.normalize(features, dim=-1)
+    return features.cpu().numpy()
+
+
+def load_encoder(
+    name_or_path: str | os.PathLike,
+    device: str = "auto",
+    precision: str = "auto",
+    *,
+    revision: str | None = None,
+    fast_preprocessing: bool = True,
+) -> Encoder:
+    """Load a Hugging Face dual encoder (CLIP, SigLIP, SigLIP 2, Chinese-CLIP, AltCLIP, ...).
+
+    ``name_or_path`` is a hub id or a local directory; weights load from safetensors only.
+    ``precision="auto"`` picks bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16),
+    fp32 elsewhere. ``fast_preprocessing`` reproduces the processor with reduced-size JPEG
+    decoding; turn it off to run the model's own processor on full-size decodes.
+    """
+    source = resolve_model(name_or_path, revision)
+    torch_device = resolve_device(device)
+    chosen = resolve_precision(precision, torch_device)
+    model, processor = _load_model(source.directory, name_or_path)
+    model.to(device=torch_device, dtype=PRECISIONS[chosen]).eval()
+    pixels = pipeline_from_processor(processor.image_processor)
+    if pixels is not None and fast_preprocessing:
+        pixels = PixelPipeline(**{**pixels.__dict__, "draft": True})
+    spec = EncoderSpec(
+        model_id=source.model_id,
+        revision=source.revision,
+        dim=_embedding_dim(model),
+        model_type=model.config.model_type,
+        source=str(source.directory) if source.revision.startswith("local-") else source.model_id,
+        preprocessing=_preprocessing_summary(processor, pixels),
+        text_max_length=_text_max_length(model, processor),
+        text_padding="max_length" if model.config.model_type in _PAD_TO_MAX_LENGTH else "longest",
+        device=str(torch_device),
+        precision=chosen,
+    )
+    log.info("loaded %s (%s) on %s in %s", spec.model_id, spec.revision[:12], spec.device, chosen)
+    return Encoder(model, processor, spec, pixels)
+
+
+def _load_model(directory: os.PathLike, name: str | os.PathLike) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # e.g. the "torchvision not installed" fallback notice
+    try:
+        model = AutoModel.from_pretrained(directory, use_safetensors=True, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(directory)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"could not load {name} as a Hugging Face model: {exc}") from exc
+    missing = [m for m in ("get_image_features", "get_text_features") if not hasattr(model, m)]
+    if missing or not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+        raise ModelLoadError(
+            f"{name} ({type(model).__name__}) is not an image-text dual encoder: xmodal needs "
+            "get_image_features/get_text_features and a processor with a tokenizer and an image "
+            "processor (CLIP, SigLIP, SigLIP 2, Chinese-CLIP, AltCLIP, ...)"
+        )
+    return model, processor
+
+
+def _embedding_dim(model: Any) -> int:
+    config = model.config
+    for name in ("projection_dim", "embed_dim"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    return int(config.text_config.hidden_size)
+
+
+def _text_max_length(model: Any, processor: Any) -> int:
+    positions = int(getattr(model.config.text_config, "max_position_embeddings", 77))
+    limit = getattr(processor.tokenizer, "model_max_length", None)
+    return min(positions, int(limit)) if limit and limit < 1_000_000 else positions
+
+
+def _preprocessing_summary(processor: Any, pixels: PixelPipeline | None) -> dict[str, Any]:
+    summary: dict[str, Any] = {"image_processor": type(processor.image_processor).__name__}
+    if pixels is not None:
+        summary.update(pixels.summary())
+        summary["pipeline"] = "xmodal-fast" if pixels.draft else "xmodal-exact"
+    else:
+        summary["pipeline"] = "processor"
+    return summary
