@@ -195,6 +195,7 @@ def _load_model(directory: os.PathLike, name: str | os.PathLike) -> tuple[Any, A
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # e.g. the "torchvision not installed" fallback notice
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars on every load
     try:
         model = AutoModel.from_pretrained(directory, use_safetensors=True, dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(directory)

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models built in code, the shared photo data, the demo model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: no hub calls, no telemetry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+SHARED_DATA = Path(
+    os.environ.get("XMODAL_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+CAPTIONED = SHARED_DATA / "captioned"
+
+
+@pytest.fixture(scope="session")
+def captioned_photos() -> list[Path]:
+    """The real photos of ../shared/data/captioned, in a stable order."""
+    images = CAPTIONED / "images"
+    if not images.is_dir():
+        pytest.skip(f"shared photos not found at {images} (set XMODAL_SHARED_DATA)")
+    return sorted(p for p in images.iterdir() if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def captions() -> dict[str, list[str]]:
+    path = CAPTIONED / "captions.jsonl"
+    if not path.is_file():
+        pytest.skip(f"captions not found at {path}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {row["file"]: row["captions"] for row in rows}
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xmodal.demo.tiny import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from xmodal.demo.tiny import save_tiny_siglip
+
+    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's trained model; reuses the user's demo cache when it is already built."""
+    from xmodal.demo.train import ensure_demo_model
+
+    return ensure_demo_model(os.environ.get("XMODAL_TEST_DEMO_MODEL") or None)

@@ -1,0 +1,1 @@
+"""Composition: sources -> decode -> encode -> store; search."""

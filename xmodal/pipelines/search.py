@@ -1,0 +1,101 @@
+"""The Retriever: queries (text, image, both, with a negative) -> hits from a collection.
+
+The CLI and the app both search through this one class, so a query goes through the same
+decoding policy and encoder as the indexed items.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from xmodal.encoders import Encoder
+from xmodal.errors import XmodalError
+from xmodal.images import load_image
+from xmodal.index import Collection, Hit
+
+ImageQuery = str | os.PathLike | bytes | Image.Image
+
+
+class Retriever:
+    """Search one collection with the encoder that built it."""
+
+    def __init__(self, encoder: Encoder, collection: Collection) -> None:
+        collection.check_encoder(encoder.spec.to_dict())
+        self.encoder = encoder
+        self.collection = collection
+
+    def query_vector(
+        self,
+        text: str | None = None,
+        image: ImageQuery | None = None,
+        *,
+        negative: str | None = None,
+        image_weight: float = 0.5,
+        negative_weight: float = 0.5,
+    ) -> np.ndarray:
+        """One unit query vector: text and image mixed by ``image_weight``, minus a negative."""
+        text = text.strip() if text else None
+        if not text and image is None:
+            raise XmodalError("empty query: give a text, an image, or both")
+        if not 0.0 <= image_weight <= 1.0:
+            raise XmodalError(f"image_weight must be between 0 and 1, got {image_weight}")
+        parts: list[tuple[float, np.ndarray]] = []
+        if text:
+            parts.append((1.0 - image_weight if image is not None else 1.0, self._text(text)))
+        if image is not None:
+            parts.append((image_weight if text else 1.0, self._image(image)))
+        query = sum(weight * vector for weight, vector in parts)
+        if negative and negative.strip():
+            query = query - negative_weight * self._text(negative.strip())
+        norm = float(np.linalg.norm(query))
+        if norm == 0.0:
+            raise XmodalError("the query cancels itself out; change the weights or the negative")
+        return (query / norm).astype(np.float32)
+
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageQuery | None = None,
+        *,
+        negative: str | None = None,
+        image_weight: float = 0.5,
+        k: int = 10,
+        threshold: float | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best hits, best first; hits scoring below ``threshold`` are dropped."""
+        if k < 1:
+            raise XmodalError(f"k must be at least 1, got {k}")
+        query = self.query_vector(text, image, negative=negative, image_weight=image_weight)
+        hits = self.collection.search(query[None, :], k=k)[0]
+        if threshold is not None:
+            hits = [hit for hit in hits if hit.score >= threshold]
+        return hits
+
+    def describe(self) -> dict[str, Any]:
+        info = self.collection.info()
+        return {
+            "model": self.encoder.spec.model_id,
+            "count": info.count,
+            "index": info.index_key,
+            "projection": None,
+            "dim": info.dim,
+        }
+
+    def load_thumbnail(self, hit_id: int, max_side: int = 512) -> Image.Image:
+        """The indexed image for a catalog id, scaled down; never a path from a request."""
+        record = self.collection.get_records([int(hit_id)]).get(int(hit_id))
+        if record is None:
+            raise XmodalError(f"no item with id {hit_id} in this collection")
+        image = load_image(record.path, draft_size=(max_side, max_side))
+        image.thumbnail((max_side, max_side))
+        return image
+
+    def _text(self, text: str) -> np.ndarray:
+        return self.encoder.encode_texts([text])[0]
+
+    def _image(self, image: ImageQuery) -> np.ndarray:
+        return self.encoder.encode_images([image])[0]
