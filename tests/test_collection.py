@@ -1,0 +1,427 @@
+"""Collection round trips, exactness against numpy, ids, removal/replacement, errors, locking."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xmodal.errors import (
+    CollectionCorruptError,
+    CollectionError,
+    CollectionLockedError,
+    EncoderMismatchError,
+)
+from xmodal.index import Collection, CollectionInfo, Hit, Record
+from xmodal.index import manifest as mf
+
+SPEC = {"model_id": "tiny/clip", "revision": "abc123", "dim": 64, "device": "cpu"}
+
+
+def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n, d)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def records(n: int, prefix: str = "img") -> list[Record]:
+    return [
+        Record(f"{prefix}/{i:05d}.jpg", size=i, mtime=1.5 * i, caption=f"c{i}") for i in range(n)
+    ]
+
+
+def assert_exact(hits: list[list[Hit]], ids, vectors, queries, k: int) -> None:
+    """Hits equal numpy brute force: same scores in order, and the same ids up to ties."""
+    exact = queries @ vectors.T
+    score_of = [dict(zip(ids.tolist(), row.tolist(), strict=True)) for row in exact]
+    for q, row in enumerate(hits):
+        want = np.sort(exact[q])[::-1][:k]
+        got_scores = np.array([h.score for h in row])
+        assert len(row) == min(k, len(ids))
+        np.testing.assert_allclose(got_scores, want, atol=1e-5)
+        for hit in row:  # each id really has the score reported for it
+            assert score_of[q][hit.id] == pytest.approx(hit.score, abs=1e-5)
+        cutoff = want[-1]
+        must = {i for i, s in score_of[q].items() if s > cutoff + 1e-5}
+        assert must <= {h.id for h in row}
+        assert len({h.id for h in row}) == len(row)
+
+
+@pytest.fixture
+def built(tmp_path: Path):
+    """A committed Flat collection of 2000 random unit rows, d=64."""
+    vectors = unit_rows(2000, 64)
+    with Collection.create(tmp_path / "c", SPEC) as col:
+        ids = col.add(vectors, records(2000))
+        assert col.commit() == 1
+    return tmp_path / "c", ids, vectors
+
+
+def test_round_trip_matches_brute_force(built):
+    directory, ids, vectors = built
+    queries = unit_rows(25, 64, seed=1)
+    with Collection.open(directory) as col:
+        assert (col.count, col.dim, col.generation) == (2000, 64, 1)
+        hits = col.search(queries, k=10)
+        assert len(hits) == 25
+        assert_exact(hits, ids, vectors, queries, 10)
+        assert hits[0][0].record.path.startswith("img/")
+        assert all(isinstance(h.score, float) and isinstance(h.id, int) for h in hits[0])
+
+
+def test_search_sees_staged_rows_and_k_larger_than_count(tmp_path):
+    vectors = unit_rows(7, 64)
+    with Collection.create(tmp_path / "c", SPEC) as col:
+        ids = col.add(vectors, records(7))
+        hits = col.search(vectors[3], k=50)  # a 1-D query is one row
+        assert len(hits) == 1 and len(hits[0]) == 7
+        assert hits[0][0].id == ids[3] and hits[0][0].score == pytest.approx(1.0, abs=1e-5)
+        assert_exact(hits, ids, vectors, vectors[3:4], 50)
+
+
+def test_empty_collection_search_and_raw(tmp_path):
+    with Collection.create(tmp_path / "c", {"model_id": "m"}) as col:
+        assert col.search(unit_rows(2, 8), k=3) == [[], []]
+        ids, emb = col.raw_embeddings()
+        assert ids.shape == (0,) and emb.dtype == np.float16
+        assert col.commit() == 0
+    with Collection.open(tmp_path / "c") as col:
+        assert (col.count, col.dim, col.info().count) == (0, None, 0)
+
+
+def test_ids_stable_across_reopen_and_never_reused(built):
+    directory, ids, vectors = built
+    assert ids.dtype == np.int64 and ids.tolist() == list(range(2000))
+    with Collection.open(directory, writable=True) as col:
+        assert col.remove(ids[-5:]) == 5
+        col.commit()
+    with Collection.open(directory, writable=True) as col:
+        assert col.get_records([ids[0]])[ids[0]] == records(1)[0]
+        new = col.add(unit_rows(3, 64, seed=9), records(3, prefix="new"))
+        assert new.tolist() == [2000, 2001, 2002]  # the removed ids 1995..1999 stay retired
+        col.commit()
+    with Collection.open(directory) as col:
+        assert col.ids_for_paths(["new/00001.jpg", "img/00007.jpg", "nope"]) == {
+            "new/00001.jpg": 2001,
+            "img/00007.jpg": 7,
+        }
+        hit = col.search(vectors[7], k=1)[0][0]
+        assert hit.id == 7 and hit.record == records(8)[7]
+
+
+def test_remove_then_search_never_returns_removed(built):
+    directory, ids, vectors = built
+    gone = ids[::3]
+    with Collection.open(directory, writable=True) as col:
+        assert col.remove(np.concatenate([gone, [999_999]])) == len(gone)
+        staged = col.search(vectors[:50], k=20)
+        assert col.commit() == 2
+    with Collection.open(directory) as col:
+        assert col.count == 2000 - len(gone)
+        committed = col.search(vectors[:50], k=20)
+        assert col.get_records(gone) == {}
+    keep = ~np.isin(ids, gone)
+    for hits in (staged, committed):
+        assert not {h.id for row in hits for h in row} & set(gone.tolist())
+        assert_exact(hits, ids[keep], vectors[keep], vectors[:50], 20)
+
+
+def test_re_adding_a_path_replaces_it(built):
+    directory, ids, vectors = built
+    fresh = unit_rows(1, 64, seed=5)
+    with Collection.open(directory, writable=True) as col:
+        (new_id,) = col.add(fresh, [Record("img/00010.jpg", caption="again")])
+        assert new_id == 2000 and col.count == 2000
+        assert col.ids_for_paths(["img/00010.jpg"]) == {"img/00010.jpg": 2000}
+        col.commit()
+    with Collection.open(directory) as col:
+        assert col.get_records([10]) == {}
+        assert col.get_records([2000])[2000].caption == "again"
+        assert 10 not in {h.id for h in col.search(vectors[10], k=5)[0]}
+        assert col.search(fresh, k=1)[0][0].id == 2000
+        raw_ids, _ = col.raw_embeddings()
+        assert 10 not in raw_ids and 2000 in raw_ids and len(raw_ids) == 2000
+
+
+def test_raw_embeddings_round_trip_and_memmap(built):
+    directory, ids, vectors = built
+    with Collection.open(directory) as col:
+        raw_ids, raw = col.raw_embeddings()
+        info = col.info()
+    assert raw.dtype == np.float16 and isinstance(raw, np.memmap)
+    np.testing.assert_array_equal(raw_ids, ids)
+    np.testing.assert_allclose(raw.astype(np.float32), vectors, atol=1e-3)
+    loaded = np.load(directory / "embeddings.g000001.f16.npy", mmap_mode="r")
+    assert isinstance(loaded, np.memmap) and loaded.shape == (2000, 64)
+    assert isinstance(info, CollectionInfo) and info.bytes_on_disk > raw.nbytes
+    assert (info.generation, info.count, info.dim, info.index_key) == (1, 2000, 64, "Flat")
+    assert info.encoder_spec == SPEC and info.format_version == 1
+    assert info.created <= info.updated
+
+
+def test_manifest_lists_files_with_checksums(built):
+    directory, _, _ = built
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["checksum"] == "sha256" and manifest["next_id"] == 2000
+    names = sorted(entry["name"] for entry in manifest["files"].values())
+    assert names == [
+        "catalog.g000001.sqlite",
+        "embeddings.g000001.f16.npy",
+        "ids.g000001.npy",
+        "index.g000001.faiss",
+    ]
+    on_disk = sorted(p.name for p in directory.iterdir())
+    assert on_disk == sorted([*names, "lock", "manifest.json"])
+
+
+def test_exit_without_commit_discards_staged(built):
+    directory, _, _ = built
+    with Collection.open(directory, writable=True) as col:
+        col.add(unit_rows(5, 64, seed=3), records(5, prefix="staged"))
+        col.remove([1, 2])
+        assert col.count == 2003
+    with Collection.open(directory) as col:
+        assert col.count == 2000 and col.generation == 1
+        assert col.ids_for_paths(["staged/00000.jpg"]) == {}
+    assert not [p for p in directory.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_open_sweeps_crash_leftovers(built):
+    directory, _, _ = built
+    (directory / ".tmp.index.g000002.faiss.x1").write_bytes(b"half")
+    (directory / "index.g000002.faiss").write_bytes(b"orphan of an uncommitted generation")
+    with Collection.open(directory) as col:  # readers never delete anything
+        assert col.count == 2000
+    assert (directory / "index.g000002.faiss").exists()
+    Collection.open(directory, writable=True).close()
+    assert not (directory / "index.g000002.faiss").exists()
+    assert not (directory / ".tmp.index.g000002.faiss.x1").exists()
+
+
+def test_readers_see_whole_generations_while_a_writer_commits(tmp_path):
+    directory = tmp_path / "c"
+    writer = Collection.create(directory, SPEC)
+    done = threading.Event()
+
+    def write() -> None:
+        for step in range(15):
+            writer.add(unit_rows(20, 64, seed=step), records(20, prefix=f"w{step}"))
+            writer.commit()
+        done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    seen = 0
+    while not done.is_set() or seen == 0:
+        with Collection.open(directory) as reader:
+            assert reader.count == 20 * reader.generation
+            assert len(reader.raw_embeddings()[0]) == reader.count
+            seen += 1
+    thread.join()
+    writer.close()
+
+
+# ------------------------------------------------------------------ failure paths
+
+
+def test_missing_directory_or_manifest(tmp_path):
+    message = f"not an xmodal collection: {tmp_path / 'absent'} (create one with `xmodal index"
+    with pytest.raises(CollectionError, match=re.escape(message)):
+        Collection.open(tmp_path / "absent")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CollectionError, match="not an xmodal collection: .*plain"):
+        Collection.open(tmp_path / "plain", writable=True)
+    assert not (tmp_path / "plain" / "lock").exists()
+
+
+def test_manifest_removed_from_built_collection(built):
+    directory, _, _ = built
+    (directory / "manifest.json").unlink()
+    with pytest.raises(CollectionError, match=r"not an xmodal collection: .*SOURCE -c DIR"):
+        Collection.open(directory)
+
+
+def test_truncated_index_is_corrupt(built):
+    directory, _, _ = built
+    path = directory / "index.g000001.faiss"
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(CollectionCorruptError, match=r"index\.g000001\.faiss is damaged: .*bytes"):
+        Collection.open(directory)
+
+
+def test_bit_flip_in_catalog_is_corrupt(built):
+    directory, _, _ = built
+    path = directory / "catalog.g000001.sqlite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        CollectionCorruptError, match=r"catalog\.g000001\.sqlite is damaged: .*sha256"
+    ):
+        Collection.open(directory)
+
+
+def test_missing_data_file_is_corrupt(built):
+    directory, _, _ = built
+    (directory / "ids.g000001.npy").unlink()
+    with pytest.raises(CollectionCorruptError, match=r"ids\.g000001\.npy .*missing"):
+        Collection.open(directory)
+
+
+def test_garbled_manifest_and_future_format(built):
+    directory, _, _ = built
+    manifest = directory / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(good | {"format_version": 99}))
+    with pytest.raises(CollectionError, match="format version 99.*upgrade xmodal"):
+        Collection.open(directory)
+    manifest.write_text('{"format_version": 1, "gener')
+    with pytest.raises(CollectionCorruptError, match=r"manifest\.json is unreadable"):
+        Collection.open(directory)
+
+
+def test_second_writer_is_refused_naming_the_pid(built):
+    directory, _, _ = built
+    first = Collection.open(directory, writable=True)
+    pattern = rf"collection {re.escape(str(directory))} is being written by pid {os.getpid()}; wait"
+    with pytest.raises(CollectionLockedError, match=pattern):
+        Collection.open(directory, writable=True)
+    with pytest.raises(CollectionLockedError, match=f"pid {os.getpid()}"):
+        Collection.create(directory, SPEC, overwrite=True)
+    with Collection.open(directory) as reader:  # readers are never blocked
+        assert reader.count == 2000
+    first.close()
+    Collection.open(directory, writable=True).close()
+
+
+def test_read_only_handle_refuses_changes(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        hint = r"open it with Collection.open\(directory, writable=True\)"
+        with pytest.raises(CollectionError, match="cannot add items: .*read-only; " + hint):
+            col.add(unit_rows(1, 64), records(1))
+        with pytest.raises(CollectionError, match="cannot remove items: .*read-only"):
+            col.remove([1])
+        with pytest.raises(CollectionError, match="cannot commit: .*read-only"):
+            col.commit()
+
+
+def test_closed_handle_refuses_use(built):
+    directory, _, vectors = built
+    col = Collection.open(directory)
+    col.close()
+    col.close()
+    with pytest.raises(CollectionError, match="is closed; open it again"):
+        col.search(vectors[:1])
+
+
+def test_check_encoder(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        col.check_encoder(SPEC | {"device": "cuda", "precision": "fp16"})
+        message = (
+            r"built with model 'tiny/clip' \(revision abc123, dim 64\), but the query encoder "
+            r"is model 'other/clip' \(revision abc123, dim 64\) \(different model_id\)"
+        )
+        with pytest.raises(EncoderMismatchError, match=message):
+            col.check_encoder(SPEC | {"model_id": "other/clip"})
+        with pytest.raises(EncoderMismatchError, match="different dim"):
+            col.check_encoder(SPEC | {"dim": 32})
+
+
+@pytest.mark.parametrize(
+    ("vectors", "recs", "message"),
+    [
+        (np.ones(64, np.float32), 1, "vectors must be a 2-D array (rows, dim), got shape (64,)"),
+        (unit_rows(2, 32), 2, "vectors have dim 32, but the collection holds dim 64"),
+        (np.full((1, 64), np.nan, np.float32), 1, "vectors contain NaN or infinite values"),
+        (unit_rows(2, 64) * 3, 2, "vectors must be L2-normalised rows; row 0 has norm 3.0000"),
+        (unit_rows(3, 64), 2, "got 3 vectors but 2 records; pass one per row"),
+        (np.array([["a"] * 64]), 1, "vectors must be real numbers"),
+    ],
+)
+def test_add_validation(tmp_path, vectors, recs, message):
+    with Collection.create(tmp_path / "c", SPEC) as col:
+        with pytest.raises(CollectionError, match=re.escape(message)):
+            col.add(vectors, records(recs))
+        assert col.count == 0
+
+
+def test_add_record_validation(tmp_path):
+    with Collection.create(tmp_path / "c", {"model_id": "m"}) as col:
+        with pytest.raises(CollectionError, match="path 'a' appears twice in one add"):
+            col.add(unit_rows(2, 8), [Record("a"), Record("a")])
+        with pytest.raises(CollectionError, match="non-empty str path"):
+            col.add(unit_rows(1, 8), [Record("")])
+        with pytest.raises(CollectionError, match="must be xmodal Record objects"):
+            col.add(unit_rows(1, 8), [{"path": "a"}])
+        col.add(unit_rows(1, 8), [Record("a")])  # the first add fixes dim 8
+        with pytest.raises(
+            CollectionError, match="vectors have dim 16, but the collection holds dim 8"
+        ):
+            col.add(unit_rows(1, 16), [Record("b")])
+
+
+def test_search_validation(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        with pytest.raises(CollectionError, match="query vectors have dim 3, but the collection"):
+            col.search(np.ones((1, 3), np.float32))
+        with pytest.raises(CollectionError, match="k must be a positive integer, got 0"):
+            col.search(unit_rows(1, 64), k=0)
+        with pytest.raises(CollectionError, match="ids must be integers"):
+            col.get_records(["x"])
+
+
+def test_create_refuses_existing_or_foreign_directories(built, tmp_path):
+    directory, _, _ = built
+    with pytest.raises(CollectionError, match="already an xmodal collection; open it with"):
+        Collection.create(directory, SPEC)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CollectionError, match="not empty and not an xmodal collection .*'cat.jpg'"):
+        Collection.create(foreign, SPEC, overwrite=True)
+    with pytest.raises(CollectionError, match=r"encoder_spec\['dim'\] must be a positive integer"):
+        Collection.create(tmp_path / "new", {"model_id": "m", "dim": 0})
+
+
+def test_overwrite_replaces_and_keeps_ids_fresh(built):
+    directory, _, _ = built
+    with Collection.create(directory, {"model_id": "m2", "dim": 64}, overwrite=True) as col:
+        assert col.count == 0 and col.generation == 2
+        assert col.add(unit_rows(1, 64), records(1)).tolist() == [2000]
+        col.commit()
+    assert sorted(p.name for p in directory.iterdir() if "g00000" in p.name) == [
+        "catalog.g000003.sqlite",
+        "embeddings.g000003.f16.npy",
+        "ids.g000003.npy",
+        "index.g000003.faiss",
+    ]
+    with Collection.open(directory) as col:
+        assert col.encoder_spec["model_id"] == "m2" and col.count == 1
+
+
+def test_failed_manifest_switch_keeps_previous_generation(built, monkeypatch):
+    directory, _, vectors = built
+    col = Collection.open(directory, writable=True)
+    col.remove([0, 1, 2])
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mf, "write_manifest", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        col.commit()
+    monkeypatch.undo()
+    with pytest.raises(CollectionError, match="is closed; open it again"):
+        col.search(vectors[:1])
+    with Collection.open(directory, writable=True) as again:  # the lock was released
+        assert (again.generation, again.count) == (1, 2000)
+        assert again.ids_for_paths("img/00000.jpg") == {"img/00000.jpg": 0}
+    assert not (directory / "catalog.g000002.sqlite").exists()  # swept by the writer

@@ -1,0 +1,95 @@
+"""FAISS in one place: build from a factory string, train, remove, read and write durably.
+
+The collection always wraps the factory index in ``IndexIDMap2`` so FAISS and the catalog share
+the same stable int64 ids, and always uses inner product: rows are L2-normalised, so the score is
+the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index.manifest import durable_write
+
+log = logging.getLogger(__name__)
+
+
+def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
+    """An empty id-mapped inner-product index for ``index_key`` (a FAISS factory string)."""
+    if "IDMap" in index_key:
+        raise CollectionError(
+            f"index_key {index_key!r} must not contain IDMap: the collection maps ids itself; "
+            "drop the IDMap part (for example use 'Flat')"
+        )
+    try:
+        base = faiss.index_factory(int(dim), index_key, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise CollectionError(
+            f"FAISS cannot build index_key {index_key!r} for dim {dim}: {_reason(exc)}; "
+            "use 'Flat' (exact search) or another FAISS factory string"
+        ) from exc
+    return faiss.IndexIDMap2(base)  # the Python wrapper keeps ``base`` alive with it
+
+
+def fill(index: faiss.IndexIDMap2, ids: np.ndarray, vectors: np.ndarray, index_key: str) -> None:
+    """Train ``index`` if its factory needs it (on exactly these vectors), then add them."""
+    if not index.is_trained:
+        if len(vectors) == 0:
+            return  # nothing to learn from; stays untrained until vectors arrive
+        log.info("training FAISS index %s on %d vectors", index_key, len(vectors))
+        try:
+            index.train(vectors)
+        except RuntimeError as exc:
+            raise CollectionError(
+                f"index_key {index_key!r} could not be trained on {len(vectors)} vectors "
+                f"({_reason(exc)}); add more items before committing or create the collection with "
+                "index_key='Flat'"
+            ) from exc
+    if len(vectors):
+        index.add_with_ids(vectors, ids)
+
+
+def try_remove(index: faiss.IndexIDMap2, ids: np.ndarray) -> bool:
+    """Remove ``ids`` from the index; False where the index type cannot remove (HNSW)."""
+    if index.ntotal == 0 or len(ids) == 0:
+        return True
+    try:
+        index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
+    except RuntimeError:
+        return False
+    return True
+
+
+def index_ids(index: faiss.IndexIDMap2) -> np.ndarray:
+    """The ids held by the index, in storage order."""
+    return faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+
+
+def write_index(index: faiss.Index, directory: Path, name: str) -> Path:
+    """Write through a temp file: faiss.write_index itself writes in place, unsafe on a crash."""
+    return durable_write(directory, name, lambda tmp: faiss.write_index(index, str(tmp)))
+
+
+def read_index(path: Path) -> faiss.IndexIDMap2:
+    """Read a committed index file and check it is what the collection writes."""
+    try:
+        index = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        raise CollectionCorruptError(
+            f"collection file {path} is not a readable FAISS index"
+        ) from exc
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise CollectionCorruptError(f"collection file {path} is not an id-mapped FAISS index")
+    return index
+
+
+def _reason(exc: RuntimeError) -> str:
+    """FAISS's message without its C++ location prefix ("Error in <signature> at file:line: ")."""
+    line = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+    return re.sub(r"^Error in .*? at \S+:\d+: ", "", line)

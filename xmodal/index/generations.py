@@ -1,0 +1,192 @@
+"""Generations on disk: preparing a directory, loading the current generation, sweeping old ones.
+
+Kept apart from the Collection handle so the rules about which files may be read, reused or
+deleted sit in one place. Only a lock holder ever deletes anything (``sweep``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index import manifest as mf
+from xmodal.index.catalog import Catalog
+from xmodal.index.vectors import GenerationFiles, VectorStore
+
+log = logging.getLogger(__name__)
+_OPEN_ATTEMPTS = 20
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """What the manifest of the current committed generation says (staged rows not included)."""
+
+    directory: Path
+    generation: int
+    count: int
+    dim: int | None
+    index_key: str
+    encoder_spec: dict[str, Any]
+    created: datetime
+    updated: datetime
+    format_version: int
+    bytes_on_disk: int
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def check_target(directory: Path, overwrite: bool) -> None:
+    """Never adopt or wipe a directory holding someone else's files."""
+    if (directory / mf.MANIFEST_NAME).exists():
+        if not overwrite:
+            raise CollectionError(
+                f"{directory} is already an xmodal collection; open it with "
+                "Collection.open(directory, writable=True) or pass overwrite=True to replace it"
+            )
+        return
+    if directory.exists() and not directory.is_dir():
+        raise CollectionError(f"{directory} exists and is not a directory; choose another path")
+    if directory.is_dir():
+        foreign = [
+            p.name
+            for p in directory.iterdir()
+            if p.name != mf.LOCK_NAME and not p.name.startswith(mf.TEMP_PREFIX)
+        ]
+        if foreign:
+            raise CollectionError(
+                f"{directory} is not empty and not an xmodal collection (holds {foreign[0]!r}); "
+                "choose a new or empty directory"
+            )
+
+
+def previous_state(directory: Path) -> dict[str, int]:
+    """Where an overwritten collection left off: new names and ids must not collide with old."""
+    generation, next_id = 0, 0
+    with contextlib.suppress(CollectionError):
+        old = mf.read_manifest(directory)
+        generation, next_id = int(old["generation"]) + 1, int(old["next_id"])
+    seen = [g for p in directory.iterdir() if (g := mf.generation_of(p.name)) is not None]
+    return {"generation": max([generation, *(g + 1 for g in seen)]), "next_id": next_id}
+
+
+def load_generation(directory: Path) -> tuple[dict, Catalog, VectorStore]:
+    """Read the manifest and its files; retry when a writer replaced the generation meanwhile."""
+    for _ in range(_OPEN_ATTEMPTS):
+        manifest = mf.read_manifest(directory)
+        try:
+            return manifest, *_load_files(directory, manifest)
+        except (FileNotFoundError, sqlite3.OperationalError, CollectionCorruptError) as exc:
+            # A writer may commit and delete this generation's files while we read them.
+            if mf.read_manifest(directory)["generation"] != manifest["generation"]:
+                log.debug("generation of %s moved on while opening; retrying", directory)
+                continue
+            if isinstance(exc, CollectionCorruptError):
+                raise
+            raise CollectionCorruptError(
+                f"collection {directory} is damaged: {exc} (a file the manifest lists is "
+                "missing); restore the directory from a backup or rebuild the collection"
+            ) from exc
+    raise CollectionError(f"collection {directory} changes too fast to open; try again")
+
+
+def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
+    files = manifest["files"]
+    mf.verify_files(directory, files)
+    store = VectorStore(manifest["dim"], manifest["index_key"])
+    if files:
+        paths = {role: directory / entry["name"] for role, entry in files.items()}
+        vector_files = GenerationFiles(paths["index"], paths["embeddings"], paths["ids"])
+        store = VectorStore.load(
+            vector_files, manifest["dim"], manifest["index_key"], manifest["count"]
+        )
+    catalog = open_catalog(directory, manifest)
+    return catalog, store
+
+
+def open_catalog(directory: Path, manifest: dict) -> Catalog:
+    entry = manifest["files"].get("catalog")
+    path = directory / entry["name"] if entry else None
+    try:
+        return Catalog.open_committed(path)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and path is not None and not path.exists():
+            raise
+        raise CollectionCorruptError(f"collection file {path} is not a readable catalog") from exc
+
+
+def sweep(directory: Path, manifest: dict) -> None:
+    """Delete older generations and crash leftovers; only ever called while holding the lock."""
+    keep = {entry["name"] for entry in manifest["files"].values()}
+    removed = 0
+    for path in mf.stale_files(directory, keep):
+        path.unlink(missing_ok=True)
+        removed += 1
+    if removed:
+        mf.fsync_dir(directory)
+        log.debug("removed %d stale files from %s", removed, directory)
+
+
+def first_manifest(directory: Path, spec: dict[str, Any], index_key: str) -> dict[str, Any]:
+    """The manifest of a new, empty collection (generation without data files)."""
+    previous = previous_state(directory)
+    created = now()
+    return {
+        "format_version": mf.FORMAT_VERSION,
+        "generation": previous["generation"],
+        "encoder_spec": spec,
+        "index_key": index_key,
+        "dim": spec.get("dim"),
+        "count": 0,
+        "next_id": previous["next_id"],
+        "created": created,
+        "updated": created,
+        "checksum": mf.CHECKSUM_ALGORITHM,
+        "files": {},
+    }
+
+
+def next_manifest(
+    manifest: dict[str, Any],
+    generation: int,
+    paths: dict[str, Path],
+    *,
+    dim: int | None,
+    count: int,
+    next_id: int,
+) -> dict[str, Any]:
+    """The manifest that switches to ``generation``: checksums of its freshly written files."""
+    return manifest | {
+        "format_version": mf.FORMAT_VERSION,
+        "generation": generation,
+        "dim": dim,
+        "count": count,
+        "next_id": next_id,
+        "updated": now(),
+        "checksum": mf.CHECKSUM_ALGORITHM,
+        "files": {role: mf.describe_file(path) for role, path in paths.items()},
+    }
+
+
+def describe(directory: Path, manifest: dict[str, Any]) -> CollectionInfo:
+    """CollectionInfo of the committed generation described by ``manifest``."""
+    data_bytes = sum(entry["size"] for entry in manifest["files"].values())
+    return CollectionInfo(
+        directory=directory,
+        generation=manifest["generation"],
+        count=manifest["count"],
+        dim=manifest["dim"],
+        index_key=manifest["index_key"],
+        encoder_spec=dict(manifest["encoder_spec"]),
+        created=datetime.fromisoformat(manifest["created"]),
+        updated=datetime.fromisoformat(manifest["updated"]),
+        format_version=manifest["format_version"],
+        bytes_on_disk=data_bytes + (directory / mf.MANIFEST_NAME).stat().st_size,
+    )

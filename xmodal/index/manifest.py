@@ -1,0 +1,179 @@
+"""The manifest: the single switch between generations of a collection, plus durable file writes.
+
+A collection directory holds one ``manifest.json`` and, per generation, immutable data files whose
+names carry the generation number. Writers create the files of generation N+1 beside those of
+generation N (temp file, fsync, rename, fsync the directory), then replace the manifest atomically.
+Readers read the manifest first and so always see one whole generation.
+
+Checksums are SHA-256: with SHA-NI (every recent x86 and ARMv8 server) hashlib's SHA-256 runs at
+well over 1 GB/s, faster than BLAKE2b, and it is what everybody's tooling can check by hand
+(``sha256sum``). The algorithm is named in the manifest so it can change with a format bump.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from xmodal.errors import CollectionCorruptError, CollectionError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LOCK_NAME = "lock"
+CHECKSUM_ALGORITHM = "sha256"
+TEMP_PREFIX = ".tmp."
+_CHUNK = 4 * 1024 * 1024
+_GENERATION_FILE = re.compile(r"^[a-z]+\.g(\d{6,})\.[a-z0-9.]+$")
+
+# Role -> file name pattern of one generation; the manifest lists the files under these roles.
+FILE_PATTERNS = {
+    "index": "index.g{gen:06d}.faiss",
+    "catalog": "catalog.g{gen:06d}.sqlite",
+    "embeddings": "embeddings.g{gen:06d}.f16.npy",
+    "ids": "ids.g{gen:06d}.npy",
+}
+
+
+def generation_file(role: str, generation: int) -> str:
+    """The file name of ``role`` (index, catalog, embeddings, ids) in ``generation``."""
+    return FILE_PATTERNS[role].format(gen=generation)
+
+
+def generation_of(name: str) -> int | None:
+    """The generation number encoded in a data file name, or None for any other file."""
+    match = _GENERATION_FILE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def not_a_collection(directory: Path) -> CollectionError:
+    """The one message for a directory that holds no collection (shared by open and the CLI)."""
+    return CollectionError(
+        f"not an xmodal collection: {directory} (create one with `xmodal index SOURCE -c DIR`)"
+    )
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and unlinks inside ``directory`` durable (POSIX needs the directory synced)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to stable storage; used for files written by libraries (FAISS)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_path(directory: Path, name: str) -> Path:
+    """A fresh temp path beside ``name``; writable opens sweep leftovers by the prefix."""
+    fd, raw = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", dir=directory)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the collection from a server's user
+    finally:
+        os.close(fd)
+    return Path(raw)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it onto ``final`` and fsync the directory: all or nothing."""
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def durable_write(directory: Path, name: str, write: Callable[[Path], None]) -> Path:
+    """Write ``name`` in ``directory`` through ``write(temp_path)`` so a crash never leaves half."""
+    tmp = temp_path(directory, name)
+    try:
+        write(tmp)
+        publish(tmp, directory / name)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    return directory / name
+
+
+def file_digest(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks so large embeddings do not fill memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe_file(path: Path) -> dict[str, Any]:
+    """The manifest entry of one data file: name, size and checksum."""
+    return {"name": path.name, "size": path.stat().st_size, "sha256": file_digest(path)}
+
+
+def verify_files(directory: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Check size and checksum of every listed file; a mismatch names the file that is damaged."""
+    for entry in files.values():
+        path = directory / entry["name"]
+        if not path.exists():
+            raise FileNotFoundError(path)
+        size = path.stat().st_size
+        if size != entry["size"]:
+            raise CollectionCorruptError(
+                f"collection file {path} is damaged: {size} bytes, the manifest says "
+                f"{entry['size']} (truncated or overwritten); restore the directory from a backup "
+                "or rebuild the collection"
+            )
+        if file_digest(path) != entry["sha256"]:
+            raise CollectionCorruptError(
+                f"collection file {path} is damaged: its sha256 does not match the manifest; "
+                "restore the directory from a backup or rebuild the collection"
+            )
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Read and sanity-check ``manifest.json``; refuse formats this version cannot read."""
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir() or not path.is_file():
+        raise not_a_collection(directory)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CollectionCorruptError(f"collection file {path} is unreadable: {exc}") from exc
+    if not isinstance(manifest, dict) or "format_version" not in manifest:
+        raise CollectionCorruptError(f"collection file {path} is not an xmodal manifest")
+    version = manifest["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CollectionError(
+            f"collection {directory} has format version {version}, but this xmodal reads "
+            f"format {FORMAT_VERSION} and older; upgrade xmodal to open it"
+        )
+    missing = {"generation", "encoder_spec", "index_key", "dim", "count", "next_id", "files"}
+    missing -= manifest.keys()
+    if missing:
+        raise CollectionCorruptError(f"collection file {path} lacks {sorted(missing)}")
+    return manifest
+
+
+def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest atomically: this rename is the moment a generation becomes current."""
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
+    durable_write(directory, MANIFEST_NAME, lambda tmp: tmp.write_bytes(data))
+
+
+def stale_files(directory: Path, keep: set[str]) -> Iterator[Path]:
+    """Data files of other generations and leftover temp files: safe to delete under the lock."""
+    for path in directory.iterdir():
+        name = path.name
+        if name.startswith(TEMP_PREFIX) or (generation_of(name) is not None and name not in keep):
+            yield path

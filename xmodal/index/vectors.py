@@ -1,0 +1,226 @@
+"""The vector side of a collection: the FAISS index plus the raw float16 embeddings and their ids.
+
+A handle keeps the committed generation (index in memory, embeddings memory-mapped) and the rows
+staged since, so that its own searches see both. Staged rows go straight into the in-memory FAISS
+index when it is ready; an index whose factory needs training stays empty until commit, and until
+then the staged rows are searched exactly with numpy. Index types that cannot remove ids (HNSW)
+get removed ids filtered out of results and are rebuilt from the stored vectors at commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from xmodal.errors import CollectionCorruptError
+from xmodal.index import faiss_index
+from xmodal.index.manifest import durable_write, generation_file
+
+log = logging.getLogger(__name__)
+_COPY_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class GenerationFiles:
+    """Paths of one generation's vector files (the catalog is handled separately)."""
+
+    index: Path
+    embeddings: Path
+    ids: Path
+
+
+class VectorStore:
+    """FAISS index + raw embeddings of one generation, plus this handle's staged changes."""
+
+    def __init__(self, dim: int | None, index_key: str) -> None:
+        self.dim = dim
+        self.index_key = index_key
+        self.index: faiss.IndexIDMap2 | None = None
+        self._ids = np.zeros(0, np.int64)
+        self._vectors: np.ndarray = np.zeros((0, dim or 0), np.float16)
+        # Staged (ids, float32 rows) batches, joined lazily: one concatenate per add would make
+        # staging a million rows in small batches quadratic.
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._n_staged = 0
+        self._removed: set[int] = set()  # committed ids removed by this handle
+        self._unapplied: set[int] = set()  # removed ids the index could not drop
+        if dim is not None:
+            self.index = faiss_index.new_index(dim, index_key)
+
+    @classmethod
+    def load(cls, files: GenerationFiles, dim: int, index_key: str, count: int) -> VectorStore:
+        """Open a committed generation; shapes must agree with each other and the manifest."""
+        store = cls(None, index_key)
+        store.dim = dim
+        store.index = faiss_index.read_index(files.index)
+        store._ids = np.load(files.ids, allow_pickle=False)
+        store._vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
+        shapes = (store.index.ntotal, len(store._ids), store._vectors.shape[0])
+        kinds_ok = store._ids.dtype == np.int64 and store._vectors.dtype == np.float16
+        layout_ok = store._ids.ndim == 1 and store._vectors.shape[1:] == (dim,)
+        if not (kinds_ok and layout_ok and store.index.d == dim and set(shapes) == {count}):
+            raise CollectionCorruptError(
+                f"collection files of {files.index.parent} disagree: manifest count {count} and "
+                f"dim {dim}, index/ids/embeddings rows {shapes}; rebuild the collection"
+            )
+        return store
+
+    @property
+    def count(self) -> int:
+        """Live rows: committed minus removed plus staged."""
+        return len(self._ids) - len(self._removed) + self._n_staged
+
+    @property
+    def dirty(self) -> bool:
+        """True when this handle holds changes that commit must write."""
+        return bool(self._n_staged or self._removed)
+
+    def ensure_dim(self, dim: int) -> None:
+        """Fix the dimension on first use and build the (empty) index for it."""
+        if self.dim is None:
+            self.dim = dim
+            self.index = faiss_index.new_index(dim, self.index_key)
+            self._vectors = np.zeros((0, dim), np.float16)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Stage rows (float32, validated by the caller) and make them searchable here."""
+        assert self.index is not None  # ensure_dim ran first
+        self._parts.append((ids, vectors))
+        self._n_staged += len(ids)
+        if self.index.is_trained:
+            self.index.add_with_ids(vectors, ids)
+
+    def remove(self, ids: np.ndarray) -> None:
+        """Drop ids from committed and staged rows and from the index (or mark them filtered)."""
+        if self.index is None or len(ids) == 0:
+            return
+        committed = ids[np.isin(ids, self._ids)]
+        self._removed.update(int(i) for i in committed)
+        if self._n_staged:
+            staged_ids, staged = self._staged_rows()
+            keep = ~np.isin(staged_ids, ids)
+            self._parts = [(staged_ids[keep], staged[keep])]
+            self._n_staged = int(keep.sum())
+        if not faiss_index.try_remove(self.index, ids):
+            self._unapplied.update(int(i) for i in ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query; ids of -1 mark empty slots."""
+        if self.index is None or self.count == 0:
+            shape = (len(queries), 0)
+            return np.zeros(shape, np.float32), np.zeros(shape, np.int64)
+        if not self.index.is_trained:
+            staged_ids, staged = self._staged_rows()
+            return _brute_force(staged, staged_ids, queries, k)
+        fetch = min(k + len(self._unapplied), self.index.ntotal)
+        scores, ids = self.index.search(queries, fetch)
+        if self._unapplied:
+            scores, ids = _drop_ids(scores, ids, self._unapplied)
+        return scores[:, :k], ids[:, :k]
+
+    def raw_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float16 rows) of the live set; the committed memmap itself when nothing changed."""
+        if not self.dirty:
+            return self._ids, self._vectors
+        keep = self._keep_mask()
+        staged_ids, staged = self._staged_rows()
+        ids = np.concatenate([self._ids[keep], staged_ids])
+        vectors = np.concatenate([self._vectors[keep], staged.astype(np.float16)])
+        return ids, vectors
+
+    def write_generation(self, directory: Path, generation: int) -> GenerationFiles:
+        """Write index, embeddings and ids of the live set as ``generation``, each durably."""
+        assert self.index is not None and self.dim is not None
+        if self._unapplied or not self.index.is_trained:
+            self._rebuild()
+        keep = self._keep_mask()
+        emb_name = generation_file("embeddings", generation)
+        ids = np.concatenate([self._ids[keep], self._staged_rows()[0]])
+        return GenerationFiles(
+            index=faiss_index.write_index(
+                self.index, directory, generation_file("index", generation)
+            ),
+            embeddings=durable_write(
+                directory, emb_name, lambda tmp: self._write_vectors(tmp, keep)
+            ),
+            ids=durable_write(
+                directory, generation_file("ids", generation), lambda tmp: _save(tmp, ids)
+            ),
+        )
+
+    def switch_to(self, files: GenerationFiles) -> None:
+        """Adopt a just-written generation as committed; the in-memory index already matches."""
+        self._ids = np.load(files.ids, allow_pickle=False)
+        self._vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
+        self._parts = []
+        self._n_staged = 0
+        self._removed.clear()
+
+    def _write_vectors(self, tmp: Path, keep: np.ndarray) -> None:
+        """Stream kept committed rows then staged rows into a float16 .npy (bounded memory)."""
+        kept = np.flatnonzero(keep)
+        staged = self._staged_rows()[1]
+        total = len(kept) + len(staged)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, self.dim))
+        for start in range(0, len(kept), _COPY_ROWS):
+            rows = kept[start : start + _COPY_ROWS]
+            out[start : start + len(rows)] = self._vectors[rows]
+        out[len(kept) :] = staged.astype(np.float16)
+        out.flush()
+        del out
+
+    def _rebuild(self) -> None:
+        """Build a fresh index from the live rows (training it when the factory needs that)."""
+        assert self.dim is not None
+        keep = self._keep_mask()
+        staged_ids, staged = self._staged_rows()
+        ids = np.concatenate([self._ids[keep], staged_ids])
+        vectors = np.concatenate([self._vectors[keep].astype(np.float32), staged])
+        log.info("rebuilding FAISS index %s over %d vectors", self.index_key, len(ids))
+        index = faiss_index.new_index(self.dim, self.index_key)
+        faiss_index.fill(index, ids, np.ascontiguousarray(vectors), self.index_key)
+        self.index = index
+        self._unapplied.clear()
+
+    def _staged_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """All staged (ids, float32 rows) as two arrays, joined once and cached as one part."""
+        if not self._parts:
+            return np.zeros(0, np.int64), np.zeros((0, self.dim or 0), np.float32)
+        if len(self._parts) > 1:
+            ids = np.concatenate([part[0] for part in self._parts])
+            self._parts = [(ids, np.concatenate([part[1] for part in self._parts]))]
+        return self._parts[0]
+
+    def _keep_mask(self) -> np.ndarray:
+        if not self._removed:
+            return np.ones(len(self._ids), bool)
+        return ~np.isin(self._ids, np.fromiter(self._removed, np.int64))
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def _brute_force(
+    vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k, used while an index that needs training is still empty."""
+    scores = queries @ vectors.T
+    k = min(k, len(ids))
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, top, axis=1), ids[top]
+
+
+def _drop_ids(
+    scores: np.ndarray, ids: np.ndarray, dropped: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Push dropped ids to the end of each row as -1 slots, keeping the order of the rest."""
+    bad = np.isin(ids, np.fromiter(dropped, np.int64)) | (ids < 0)
+    order = np.argsort(bad, axis=1, kind="stable")
+    ids = np.where(bad, -1, ids)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
