@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 
 from xmodal import images
 from xmodal.errors import ImageDecodeError
-from xmodal.images import MAX_IMAGE_PIXELS, load_image
+from xmodal.images import MAX_IMAGE_PIXELS, ORIGINAL_SIZE, load_image
 
 SHARED_DATA = Path(
     os.environ.get("XMODAL_SHARED_DATA")
@@ -336,6 +336,7 @@ def test_draft_size_decodes_a_large_jpeg_at_reduced_scale() -> None:
     full = load_image(buffer.getvalue())
     small = load_image(buffer.getvalue(), draft_size=(300, 200))
     assert small.size == (400, 300)  # 1/4 scale: the largest that keeps both sides >= request
+    assert small.info[ORIGINAL_SIZE] == full.info[ORIGINAL_SIZE] == (1600, 1200)
     assert _mean_diff(small, full.resize(small.size, Image.Resampling.BOX)) < 3
 
 
@@ -345,6 +346,7 @@ def test_draft_size_respects_rotation_and_transposes_after_draft(tmp_path: Path)
     # Stored 400x800; the request is swapped to (200, 50) -> 1/2 scale -> 200x400 -> upright.
     # Drafting with the unswapped request would pick 1/4 and leave the height at 100 < 200.
     assert result.size == (400, 200)
+    assert result.info[ORIGINAL_SIZE] == (800, 400)  # upright full size
     error = np.abs(np.subtract(_corners(result), [RED, GREEN, BLUE, YELLOW])).max()
     assert error < 40  # JPEG blurs colours a little; a wrong rotation swaps whole quadrants
 

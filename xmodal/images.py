@@ -19,7 +19,7 @@ from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 from xmodal.errors import ImageDecodeError
 
-__all__ = ["MAX_IMAGE_PIXELS", "load_image"]
+__all__ = ["MAX_IMAGE_PIXELS", "ORIGINAL_SIZE", "load_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 # (2 * Image.MAX_IMAGE_PIXELS = 178,956,970), so with defaults PIL never refuses an image that
 # this policy would accept: our check, made on the header before any pixel is decoded, decides.
 MAX_IMAGE_PIXELS: int = 2**27
+
+# ``image.info`` key on every decoded file: its full upright (width, height), also when a
+# reduced-size decode (``draft_size``) produced fewer pixels.
+ORIGINAL_SIZE = "xmodal_original_size"
 
 _WHITE = (255, 255, 255)
 _ORIENTATION_TAG = 0x0112
@@ -106,12 +110,17 @@ def _decode_stream(
     image = _open_image(handle, name)
     try:
         _check_pixels(image.size, max_pixels, name)
+        width, height = image.size
+        if _orientation(image) in _SWAPS_AXES:
+            width, height = height, width
         if draft_size is not None:
             _apply_draft(image, draft_size)
         if ImageFile.LOAD_TRUNCATED_IMAGES:
             _warn_truncated_allowed()
         _load_pixels(image, name)
-        return _normalise(image, name)
+        out = _normalise(image, name)
+        out.info[ORIGINAL_SIZE] = (width, height)  # upright, before any reduced-size decode
+        return out
     finally:
         image.close()
 

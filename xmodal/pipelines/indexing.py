@@ -134,7 +134,7 @@ def _embed_chunk(
     tally: _Tally,
     bar: tqdm,
 ) -> None:
-    batch: list[tuple[Item, np.ndarray]] = []
+    batch: list[tuple[Item, Prepared]] = []
     for item, prepared in zip(items, stream, strict=True):
         if prepared.pixels is None:
             log.info("failed: %s", prepared.message)
@@ -143,7 +143,7 @@ def _embed_chunk(
             )
             bar.update(1)
             continue
-        batch.append((item, prepared.pixels))
+        batch.append((item, prepared))
         if len(batch) == batch_size:
             _flush(encoder, collection, batch, tally, bar)
     _flush(encoder, collection, batch, tally, bar)
@@ -152,14 +152,17 @@ def _embed_chunk(
 def _flush(
     encoder: Encoder,
     collection: Collection,
-    batch: list[tuple[Item, np.ndarray]],
+    batch: list[tuple[Item, Prepared]],
     tally: _Tally,
     bar: tqdm,
 ) -> None:
     if not batch:
         return
-    vectors = encoder.encode_pixels(np.stack([pixels for _, pixels in batch]))
-    records = [Record(path=i.uri, size=i.size, mtime=i.mtime, caption=i.caption) for i, _ in batch]
+    vectors = encoder.encode_pixels(np.stack([p.pixels for _, p in batch]))
+    records = [
+        Record(i.uri, size=i.size, mtime=i.mtime, caption=i.caption, width=p.width, height=p.height)
+        for i, p in batch
+    ]
     collection.add(vectors, records)
     tally.indexed += len(batch)
     bar.update(len(batch))

@@ -10,35 +10,43 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
+from xmodal.encoders.preprocess import Preparer
 from xmodal.errors import ImageDecodeError
+from xmodal.images import ORIGINAL_SIZE
 
-_PREPARE: Callable[[str], np.ndarray] | None = None
+_PREPARER: Preparer | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
+    """One input after decoding: pixels and the image's full size, or why it failed."""
+
     uri: str
     pixels: np.ndarray | None
     reason: str | None = None
     message: str | None = None
+    width: int | None = None
+    height: int | None = None
 
 
-def _init(prepare: Callable[[str], np.ndarray]) -> None:
-    global _PREPARE
-    _PREPARE = prepare
+def _init(preparer: Preparer) -> None:
+    global _PREPARER
+    _PREPARER = preparer
 
 
-def prepare_one(uri: str, prepare: Callable[[str], np.ndarray] | None = None) -> Prepared:
+def prepare_one(uri: str, preparer: Preparer | None = None) -> Prepared:
     """Run the model's preparer on one file; a bad file becomes a failed Prepared."""
-    prepare = prepare or _PREPARE
+    preparer = preparer or _PREPARER
     try:
-        return Prepared(uri, prepare(uri))
+        image = preparer.load(uri)
+        width, height = image.info.get(ORIGINAL_SIZE, image.size)
+        return Prepared(uri, preparer.preprocess(image), width=width, height=height)
     except ImageDecodeError as exc:
         return Prepared(uri, None, exc.reason, str(exc))
     except Exception as exc:  # a decoder bug must cost one file, not the run
@@ -49,24 +57,24 @@ def default_workers() -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
 
 
-def make_pool(prepare: Callable[[str], np.ndarray], workers: int) -> Executor | None:
-    """A process pool whose workers hold ``prepare``; None means prepare inline."""
+def make_pool(preparer: Preparer, workers: int) -> Executor | None:
+    """A process pool whose workers hold ``preparer``; None means prepare inline."""
     if workers <= 0:
         return None
     context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(prepare,))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(preparer,))
 
 
 def prepare_stream(
     uris: Iterable[str],
-    prepare: Callable[[str], np.ndarray],
+    preparer: Preparer,
     pool: Executor | None,
     window: int,
 ) -> Iterator[Prepared]:
     """Yield one Prepared per uri, in input order, with at most ``window`` in flight."""
     if pool is None:
         for uri in uris:
-            yield prepare_one(uri, prepare)
+            yield prepare_one(uri, preparer)
         return
     pending: deque[Future[Prepared]] = deque()
     for uri in uris:
