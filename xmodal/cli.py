@@ -74,7 +74,9 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     _collection_arg(p)
     _model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, help="decoding processes (default: one per core)")
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
+    )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_index)
 

@@ -81,7 +81,8 @@ class Encoder:
         and resizes) one batch ahead of the model.
         """
         out = np.zeros((len(images), self.spec.dim), dtype=np.float32)
-        threads = threads or max(1, min(4, os.cpu_count() or 1))
+        if threads is None:  # on a CPU the model needs the cores; one decoder thread suffices
+            threads = 1 if self._device.type == "cpu" else min(8, os.cpu_count() or 1)
         bar = tqdm(total=len(images), unit="img", disable=_quiet(progress, len(images), batch_size))
         with ThreadPoolExecutor(threads) as pool, bar:
             for start, pixels in self._prefetch(images, batch_size, pool):

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class IndexConfig:
     batch_size: int = 32
-    workers: int | None = None  # decoding processes; None: one per core (max 8); 0: inline
+    workers: int | None = None  # decoding processes; None: chosen for the device; 0: inline
     commit_every: int = 2048
     progress: bool | None = None  # None: a progress bar on terminals only
 
@@ -77,7 +77,9 @@ def index_paths(
 ) -> IndexReport:
     """Embed every image under ``sources`` into ``collection`` (opened writable)."""
     collection.check_encoder(encoder.spec.to_dict())
-    workers = default_workers() if config.workers is None else config.workers
+    workers = config.workers
+    if workers is None:
+        workers = default_workers(encoder.spec.device)
     tally, started = _Tally(), time.perf_counter()
     pool = make_pool(encoder.preparer, workers)
     bar = tqdm(unit="img", disable=True if config.progress is False else None)

@@ -53,8 +53,21 @@ def prepare_one(uri: str, preparer: Preparer | None = None) -> Prepared:
         return Prepared(uri, None, "error", f"{uri}: {type(exc).__name__}: {exc}")
 
 
-def default_workers() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_workers(device: str) -> int:
+    """How many decoding processes to start next to a model running on ``device``.
+
+    On a GPU the host only decodes, so every core decodes. On a CPU the model needs the cores:
+    decoding costs about 6% of ViT-B/32 inference there (benchmarks/encode_throughput.py), so
+    small machines decode inline and large ones give a quarter of their cores to decoding.
+    """
+    cores = usable_cores()
+    if not device.startswith("cpu"):
+        return max(1, min(16, cores))
+    return 0 if cores <= 4 else cores // 4
 
 
 def make_pool(preparer: Preparer, workers: int) -> Executor | None:
