@@ -204,7 +204,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from xmodal.app import serve
 
-    serve(_retriever(args), host=args.host, port=args.port)
+    retriever = _retriever(args)
+    print(f"serving the search UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    serve(retriever, host=args.host, port=args.port)
     return 0
 
 

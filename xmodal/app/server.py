@@ -62,7 +62,7 @@ def launch(
         pwa=False,
         mcp_server=False,
         run_history=False,
-        quiet=not block,
+        quiet=True,  # the CLI prints the address itself; Gradio would also advertise share=True
     )
     return demo
 

@@ -61,11 +61,13 @@ def build_app(
                         step=1,
                         label="Results",
                     )
-                    threshold = gr.Number(
-                        value=None,
-                        minimum=-1.0,
-                        maximum=1.0,
+                    # A text box, not gr.Number: the browser renders an empty Number as 0,
+                    # which would silently drop every negative score (common with SigLIP).
+                    threshold = gr.Textbox(
+                        value="",
+                        placeholder="e.g. 0.25 (cosine, -1 to 1)",
                         label="Minimum score (optional)",
+                        max_lines=1,
                     )
                 button = gr.Button("Search", variant="primary")
             with gr.Column(scale=1):
