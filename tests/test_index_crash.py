@@ -16,7 +16,7 @@ import numpy as np
 from xmodal.index import Collection
 
 DIM = 16
-KILLS = 20
+KILLS = 50
 
 # The child appends "<generation> <count>" (fsynced) *before* each commit: whatever generation the
 # parent later finds must be one the child announced, with exactly the announced count.
