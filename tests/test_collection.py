@@ -159,7 +159,8 @@ def test_raw_embeddings_round_trip_and_memmap(built):
     loaded = np.load(directory / "embeddings.g000001.f16.npy", mmap_mode="r")
     assert isinstance(loaded, np.memmap) and loaded.shape == (2000, 64)
     assert isinstance(info, CollectionInfo) and info.bytes_on_disk > raw.nbytes
-    assert (info.generation, info.count, info.dim, info.index_key) == (1, 2000, 64, "Flat")
+    assert (info.generation, info.count, info.dim, info.index_key) == (1, 2000, 64, "auto")
+    assert (info.index_factory, info.search_params, info.recall_at_10) == ("Flat", {}, 1.0)
     assert info.encoder_spec == SPEC and info.format_version == 1
     assert info.created <= info.updated
 

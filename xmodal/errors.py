@@ -43,3 +43,7 @@ class CollectionLockedError(CollectionError):
 
 class EncoderMismatchError(CollectionError):
     """A query encoder differs from the encoder that built the collection."""
+
+
+class FilterError(XmodalError):
+    """A search filter (``where``) could not be parsed; the message names the bad clause."""

@@ -14,6 +14,9 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+
+from xmodal.index.filters import Filter
 from xmodal.index.records import Record
 
 SCHEMA = """
@@ -24,10 +27,15 @@ CREATE TABLE IF NOT EXISTS items (
     mtime REAL,
     caption TEXT,
     width INTEGER,
-    height INTEGER
+    height INTEGER,
+    content_hash TEXT
 )
 """
-_COLUMNS = "id, path, size, mtime, caption, width, height"
+# Catalogs written before content hashes existed lack the column: readers select NULL in its place
+# and writers add it to their working copy (a nullable column: old rows simply have no hash).
+_COLUMNS = "id, path, size, mtime, caption, width, height, content_hash"
+_COLUMNS_V1 = "id, path, size, mtime, caption, width, height, NULL"
+_HASH_INDEX = "CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash)"
 # Stay well below SQLITE_MAX_VARIABLE_NUMBER of old SQLite builds (999).
 _BATCH = 500
 
@@ -48,6 +56,8 @@ class Catalog:
     def __init__(self, conn: sqlite3.Connection, work_path: Path | None = None) -> None:
         self._conn = conn
         self._work_path = work_path
+        names = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        self._has_hash = "content_hash" in names
 
     @classmethod
     def open_committed(cls, path: Path | None) -> Catalog:
@@ -71,6 +81,10 @@ class Catalog:
         conn.execute("PRAGMA journal_mode=MEMORY")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute(SCHEMA)
+        names = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+        if "content_hash" not in names:
+            conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
+        conn.execute(_HASH_INDEX)
         return cls(conn, work_path)
 
     @property
@@ -83,12 +97,12 @@ class Catalog:
         paths = [record.path for record in records]
         replaced = list(self.ids_for_paths(paths).values())
         rows = [
-            (int(i), r.path, r.size, r.mtime, r.caption, r.width, r.height)
+            (int(i), r.path, r.size, r.mtime, r.caption, r.width, r.height, r.content_hash)
             for i, r in zip(ids, records, strict=True)
         ]
         with self._transaction():
             self._delete(replaced)
-            self._conn.executemany(f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?)", rows)
+            self._conn.executemany(f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
         return replaced
 
     def delete(self, ids: Sequence[int]) -> int:
@@ -119,9 +133,28 @@ class Catalog:
         found: dict[int, Record] = {}
         for batch in _batches(list(dict.fromkeys(int(i) for i in ids))):
             marks = ",".join("?" * len(batch))
-            query = f"SELECT {_COLUMNS} FROM items WHERE id IN ({marks})"
+            columns = _COLUMNS if self._has_hash else _COLUMNS_V1
+            query = f"SELECT {columns} FROM items WHERE id IN ({marks})"
             for row in self._conn.execute(query, batch):
                 found[row[0]] = Record(*row[1:])
+        return found
+
+    def ids_where(self, where: Filter) -> np.ndarray:
+        """Sorted ids of the rows matching ``where`` (fixed SQL fragments, values as parameters)."""
+        sql, params = where.sql()
+        rows = self._conn.execute(f"SELECT id FROM items WHERE {sql} ORDER BY id", params)
+        return np.fromiter((row[0] for row in rows), np.int64)
+
+    def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, list[int]]:
+        """Ids per content hash for the given hashes; empty for catalogs without hashes."""
+        found: dict[str, list[int]] = {}
+        if not self._has_hash:
+            return found
+        for batch in _batches([h for h in dict.fromkeys(hashes) if h]):
+            marks = ",".join("?" * len(batch))
+            query = f"SELECT content_hash, id FROM items WHERE content_hash IN ({marks})"
+            for digest, item_id in self._conn.execute(query + " ORDER BY id", batch):
+                found.setdefault(digest, []).append(item_id)
         return found
 
     def count(self) -> int:

@@ -13,43 +13,28 @@ index and the catalog and the row gets a new id. Ids are never reused within a d
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
 from xmodal.errors import CollectionError
-from xmodal.index import checks
+from xmodal.index import autoindex, checks
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
-from xmodal.index.generations import CollectionInfo
 from xmodal.index.lock import WriterLock
-from xmodal.index.records import Hit, Record
+from xmodal.index.reading import CollectionReader, guarded
+from xmodal.index.records import Record
 from xmodal.index.vectors import GenerationFiles, VectorStore
 
 log = logging.getLogger(__name__)
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def _guarded(method: _F) -> _F:
-    """Serialise calls on one handle (the app shares handles between threads)."""
-
-    @functools.wraps(method)
-    def wrapper(self: Collection, *args: Any, **kwargs: Any) -> Any:
-        with self._mutex:
-            if self._closed:
-                raise CollectionError(f"collection {self._dir} is closed; open it again")
-            return method(self, *args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
-class Collection:
+class Collection(CollectionReader):
     """A handle on a collection directory; see the module docstring for the guarantees."""
 
     def __init__(
@@ -66,6 +51,7 @@ class Collection:
         self._store = store
         self._lock: WriterLock | None = lock
         self._next_id = int(manifest["next_id"])
+        self._index_request: dict[str, Any] | None = None  # set_index, applied at commit
         self._mutex = threading.RLock()
         self._closed = False
 
@@ -76,10 +62,16 @@ class Collection:
         directory: str | Path,
         encoder_spec: Mapping[str, Any],
         *,
-        index_key: str = "Flat",
+        index_key: str = "auto",
+        memory_budget: int | None = None,
         overwrite: bool = False,
     ) -> Collection:
-        """Make ``directory`` an empty collection and return a writable handle holding the lock."""
+        """Make ``directory`` an empty collection and return a writable handle holding the lock.
+
+        ``index_key`` is "auto" (chosen at every commit from count, dim and ``memory_budget``
+        bytes, default half the RAM; see ``xmodal.index.choice``), an alias ("flat", "hnsw",
+        "ivf-flat", "ivf-pq": that family, sized at commit) or a literal FAISS factory string.
+        """
         directory = Path(directory)
         spec = checks.clean_spec(encoder_spec)
         gens.check_target(directory, overwrite)
@@ -87,8 +79,9 @@ class Collection:
         lock = WriterLock(directory, directory / mf.LOCK_NAME)
         lock.acquire()
         try:
-            store = VectorStore(spec.get("dim"), index_key)  # builds the index: checks the key
-            manifest = gens.first_manifest(directory, spec, index_key)
+            fields = autoindex.initial_fields(index_key, memory_budget)
+            store = VectorStore(spec.get("dim"), fields["index_factory"])  # checks the key
+            manifest = gens.first_manifest(directory, spec, index_key) | fields
             mf.write_manifest(directory, manifest)
             gens.sweep(directory, manifest)
             return cls(directory, manifest, Catalog.open_committed(None), store, lock)
@@ -116,7 +109,7 @@ class Collection:
             raise
 
     # ----------------------------------------------------------------- writing
-    @_guarded
+    @guarded
     def add(self, vectors: np.ndarray, records: Sequence[Record]) -> np.ndarray:
         """Stage rows and return their new int64 ids; visible to others only after commit()."""
         self._require_writable("add items")
@@ -133,7 +126,7 @@ class Collection:
         self._next_id += len(vectors)
         return ids
 
-    @_guarded
+    @guarded
     def remove(self, ids: Iterable[int] | np.ndarray) -> int:
         """Stage removal of ``ids``; returns how many were present (unknown ids are ignored)."""
         self._require_writable("remove items")
@@ -144,11 +137,12 @@ class Collection:
             self._store.remove(present)
         return len(present)
 
-    @_guarded
+    @guarded
     def commit(self) -> int:
         """Publish staged changes as a new generation; a no-op returning the current one if none."""
         self._require_writable("commit")
-        if not self._store.dirty:
+        picked = self._plan_index()
+        if not self._store.dirty and (not self._index_request or self._store.index is None):
             self._discard_working_catalog()
             return self.generation
         if self._catalog.count() != self._store.count:
@@ -156,10 +150,11 @@ class Collection:
                 f"internal error: catalog has {self._catalog.count()} rows but the index "
                 f"{self._store.count}; nothing was committed, please report this"
             )
+        self._working_catalog()  # an index-only change publishes an unchanged catalog copy
         generation = self.generation + 1
         files = self._store.write_generation(self._dir, generation)  # a failure here is harmless
         try:
-            self._publish(generation, files)
+            self._publish(generation, files, picked)
         except BaseException:
             # The staged catalog is spent, so this handle cannot retry; the directory still holds
             # the previous generation (or the new one, if the manifest switch got through).
@@ -173,14 +168,33 @@ class Collection:
         log.info("committed %s generation %d (%d items)", self._dir, generation, self.count)
         return generation
 
-    def _publish(self, generation: int, files: GenerationFiles) -> None:
+    @guarded
+    def set_index(self, index_key: str, memory_budget: int | None = None) -> None:
+        """Use another index key (and budget) from the next commit on, rebuilding the index."""
+        self._require_writable("change the index")
+        if self._store.dim is not None and not autoindex.choice.is_managed(index_key):
+            autoindex.check_factory(self._store.dim, index_key)
+        self._index_request = {"index_key": index_key, "memory_budget": memory_budget}
+
+    def _plan_index(self) -> autoindex.choice.IndexChoice:
+        """Resolve the index for the rows about to be committed; the store rebuilds on change."""
+        manifest = self._manifest | (self._index_request or {})
+        picked = autoindex.resolve(manifest, self._store.count, self._store.dim)
+        self._store.use_factory(picked.factory)
+        return picked
+
+    def _publish(
+        self, generation: int, files: GenerationFiles, picked: autoindex.choice.IndexChoice
+    ) -> None:
         """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
         catalog_path = self._dir / mf.generation_file("catalog", generation)
         mf.publish(self._catalog.finish(), catalog_path)
         paths = {"index": files.index, "catalog": catalog_path}
         paths |= {"embeddings": files.embeddings, "ids": files.ids}
+        assert self._store.index is not None  # a dirty store has a dimension
+        tuned = autoindex.tuned_fields(self._store.index, picked, files, self._manifest)
         manifest = gens.next_manifest(
-            self._manifest,
+            self._manifest | (self._index_request or {}) | tuned,
             generation,
             paths,
             dim=self._store.dim,
@@ -189,6 +203,7 @@ class Collection:
         )
         mf.write_manifest(self._dir, manifest)  # the switch: from here on the new generation
         self._manifest = manifest
+        self._index_request = None
         self._catalog = Catalog.open_committed(catalog_path)
         self._store.switch_to(files)
 
@@ -214,56 +229,6 @@ class Collection:
                 f"cannot {action}: collection {self._dir} is open read-only; open it with "
                 "Collection.open(directory, writable=True)"
             )
-
-    # ----------------------------------------------------------------- reading
-    @_guarded
-    def search(self, query_vectors: np.ndarray, k: int = 10) -> list[list[Hit]]:
-        """Top-``k`` hits per query row by inner product (cosine), committed + staged rows."""
-        k = checks.check_k(k)
-        queries = checks.check_vectors(
-            query_vectors, self._store.dim, what="query vectors", allow_1d=True
-        )
-        scores, ids = self._store.search(queries, k)
-        records = self._catalog.get_records(ids[ids >= 0].tolist())
-        return [
-            [
-                Hit(int(i), float(s), records[int(i)])
-                for s, i in zip(row_scores, row_ids, strict=True)
-                if int(i) in records
-            ]
-            for row_scores, row_ids in zip(scores, ids, strict=True)
-        ]
-
-    @_guarded
-    def ids_for_paths(self, paths: Iterable[str | Path]) -> dict[str, int]:
-        """Catalog ids of the given paths that are present (pipelines skip those)."""
-        if isinstance(paths, str | Path):
-            paths = [paths]
-        return self._catalog.ids_for_paths(str(p) for p in paths)
-
-    @_guarded
-    def get_records(self, ids: Iterable[int] | np.ndarray) -> dict[int, Record]:
-        """Records of the given ids that are present."""
-        return self._catalog.get_records(checks.check_ids(ids).tolist())
-
-    @_guarded
-    def raw_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        """(int64 ids, float16 rows) as stored; a read-only memmap when nothing is staged."""
-        if self._store.dim is None:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float16)
-        return self._store.raw_embeddings()
-
-    @_guarded
-    def info(self) -> CollectionInfo:
-        """The committed state: generation, counts, encoder, timestamps, bytes on disk."""
-        return gens.describe(self._dir, self._manifest)
-
-    def check_encoder(self, encoder_spec: Mapping[str, Any]) -> None:
-        """Raise EncoderMismatchError unless ``encoder_spec`` has the same model, revision, dim."""
-        built_with = dict(self._manifest["encoder_spec"])
-        if built_with.get("dim") is None:
-            built_with["dim"] = self.dim
-        checks.check_encoder(self._dir, built_with, encoder_spec)
 
     # ----------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -292,32 +257,3 @@ class Collection:
     def __repr__(self) -> str:
         mode = "writable" if self._lock is not None else "read-only"
         return f"Collection({str(self._dir)!r}, generation={self.generation}, {mode})"
-
-    @property
-    def directory(self) -> Path:
-        return self._dir
-
-    @property
-    def writable(self) -> bool:
-        return self._lock is not None
-
-    @property
-    def encoder_spec(self) -> dict[str, Any]:
-        return dict(self._manifest["encoder_spec"])
-
-    @property
-    def dim(self) -> int | None:
-        return self._store.dim
-
-    @property
-    def count(self) -> int:
-        """Items this handle sees: committed plus staged minus removed."""
-        return self._store.count
-
-    @property
-    def generation(self) -> int:
-        return int(self._manifest["generation"])
-
-    @property
-    def index_key(self) -> str:
-        return str(self._manifest["index_key"])

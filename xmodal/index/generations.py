@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index import autoindex, tuning
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
 from xmodal.index.vectors import GenerationFiles, VectorStore
@@ -37,6 +38,13 @@ class CollectionInfo:
     updated: datetime
     format_version: int
     bytes_on_disk: int
+    # Index choice and tuning (absent from manifests written before them: None / empty).
+    index_factory: str | None = None
+    search_params: dict[str, Any] = field(default_factory=dict)
+    recall_at_10: float | None = None
+    tuning_sample_size: int | None = None
+    index_bytes: int | None = None
+    memory_budget: int | None = None
 
 
 def now() -> str:
@@ -100,13 +108,13 @@ def load_generation(directory: Path) -> tuple[dict, Catalog, VectorStore]:
 def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
     files = manifest["files"]
     mf.verify_files(directory, files)
-    store = VectorStore(manifest["dim"], manifest["index_key"])
+    factory = autoindex.factory_of(manifest)
+    store = VectorStore(manifest["dim"], factory)
     if files:
         paths = {role: directory / entry["name"] for role, entry in files.items()}
         vector_files = GenerationFiles(paths["index"], paths["embeddings"], paths["ids"])
-        store = VectorStore.load(
-            vector_files, manifest["dim"], manifest["index_key"], manifest["count"]
-        )
+        store = VectorStore.load(vector_files, manifest["dim"], factory, manifest["count"])
+        tuning.apply_params(store.index, manifest.get("search_params") or {})
     catalog = open_catalog(directory, manifest)
     return catalog, store
 
@@ -189,4 +197,10 @@ def describe(directory: Path, manifest: dict[str, Any]) -> CollectionInfo:
         updated=datetime.fromisoformat(manifest["updated"]),
         format_version=manifest["format_version"],
         bytes_on_disk=data_bytes + (directory / mf.MANIFEST_NAME).stat().st_size,
+        index_factory=autoindex.factory_of(manifest),
+        search_params=dict(manifest.get("search_params") or {}),
+        recall_at_10=(manifest.get("tuning") or {}).get("recall_at_10"),
+        tuning_sample_size=(manifest.get("tuning") or {}).get("sample_size"),
+        index_bytes=manifest.get("index_bytes"),
+        memory_budget=manifest.get("memory_budget"),
     )

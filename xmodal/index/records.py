@@ -15,6 +15,7 @@ class Record:
     caption: str | None = None
     width: int | None = None
     height: int | None = None
+    content_hash: str | None = None  # hex blake2b of the file bytes, when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,7 @@ class VectorStore:
         self._n_staged = 0
         self._removed: set[int] = set()  # committed ids removed by this handle
         self._unapplied: set[int] = set()  # removed ids the index could not drop
+        self._stale = False  # the factory string changed: rebuild from the rows at commit
         if dim is not None:
             self.index = faiss_index.new_index(dim, index_key)
 
@@ -77,7 +78,13 @@ class VectorStore:
     @property
     def dirty(self) -> bool:
         """True when this handle holds changes that commit must write."""
-        return bool(self._n_staged or self._removed)
+        return bool(self._n_staged or self._removed or self._stale)
+
+    def use_factory(self, index_key: str) -> None:
+        """Switch to another factory string; the index is rebuilt from the live rows at commit."""
+        if index_key != self.index_key:
+            self.index_key = index_key
+            self._stale = self.index is not None
 
     def ensure_dim(self, dim: int) -> None:
         """Fix the dimension on first use and build the (empty) index for it."""
@@ -135,7 +142,7 @@ class VectorStore:
     def write_generation(self, directory: Path, generation: int) -> GenerationFiles:
         """Write index, embeddings and ids of the live set as ``generation``, each durably."""
         assert self.index is not None and self.dim is not None
-        if self._unapplied or not self.index.is_trained:
+        if self._unapplied or self._stale or not self.index.is_trained:
             self._rebuild()
         keep = self._keep_mask()
         emb_name = generation_file("embeddings", generation)
@@ -185,6 +192,7 @@ class VectorStore:
         faiss_index.fill(index, ids, np.ascontiguousarray(vectors), self.index_key)
         self.index = index
         self._unapplied.clear()
+        self._stale = False
 
     def _staged_rows(self) -> tuple[np.ndarray, np.ndarray]:
         """All staged (ids, float32 rows) as two arrays, joined once and cached as one part."""

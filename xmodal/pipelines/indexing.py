@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from xmodal.encoders import Encoder
 from xmodal.index import Collection, Record
+from xmodal.pipelines.maintenance import prune_missing, reuse_stored, with_hashes
 from xmodal.pipelines.sources import Item, iter_items
 from xmodal.pipelines.workers import Prepared, default_workers, make_pool, prepare_stream
 
@@ -30,6 +31,7 @@ class IndexConfig:
     workers: int | None = None  # decoding processes; None: chosen for the device; 0: inline
     commit_every: int = 2048
     progress: bool | None = None  # None: a progress bar on terminals only
+    prune: bool = False  # afterwards, remove items under the sources whose files are gone
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,12 @@ class Failure:
 
 @dataclass(frozen=True)
 class IndexReport:
-    """What a run did with every input: seen = indexed + unchanged + failed."""
+    """What a run did with every input: seen = indexed + unchanged + failed.
+
+    ``reused`` counts the indexed files whose bytes were already catalogued (moved, renamed or
+    copied): they took the stored vector without being encoded. ``pruned`` counts items removed
+    because their files no longer exist (``IndexConfig.prune``).
+    """
 
     seen: int
     indexed: int
@@ -49,6 +56,8 @@ class IndexReport:
     failed: int
     seconds: float
     failures: tuple[Failure, ...] = field(default=(), repr=False)
+    reused: int = 0
+    pruned: int = 0
 
     @property
     def images_per_s(self) -> float:
@@ -58,7 +67,7 @@ class IndexReport:
         return (
             f"seen {self.seen}: indexed {self.indexed}, unchanged {self.unchanged}, "
             f"failed {self.failed} in {self.seconds:.1f} s ({self.images_per_s:.1f} images/s)"
-        )
+        ) + (f", pruned {self.pruned}" if self.pruned else "")
 
 
 @dataclass
@@ -66,6 +75,7 @@ class _Tally:
     seen: int = 0
     indexed: int = 0
     unchanged: int = 0
+    reused: int = 0
     failures: list[Failure] = field(default_factory=list)
 
 
@@ -85,13 +95,17 @@ def index_paths(
     bar = tqdm(unit="img", disable=True if config.progress is False else None)
     try:
         for chunk in _chunks(iter_items(sources), config.commit_every):
-            todo = _changed(collection, chunk, tally)
+            todo, reused = reuse_stored(collection, with_hashes(_changed(collection, chunk, tally)))
+            tally.indexed += reused
+            tally.reused += reused
             bar.update(len(chunk) - len(todo))
             stream = prepare_stream(
                 [i.uri for i in todo], encoder.preparer, pool, 4 * config.batch_size
             )
             _embed_chunk(encoder, collection, todo, stream, config.batch_size, tally, bar)
             collection.commit()
+        pruned = prune_missing(collection, sources) if config.prune else 0
+        collection.commit()
     finally:
         bar.close()
         if pool is not None:
@@ -104,6 +118,8 @@ def index_paths(
         failed=len(tally.failures),
         seconds=elapsed,
         failures=tuple(tally.failures),
+        reused=tally.reused,
+        pruned=pruned,
     )
 
 
@@ -162,7 +178,7 @@ def _flush(
         return
     vectors = encoder.encode_pixels(np.stack([p.pixels for _, p in batch]))
     records = [
-        Record(i.uri, size=i.size, mtime=i.mtime, caption=i.caption, width=p.width, height=p.height)
+        Record(i.uri, i.size, i.mtime, i.caption, p.width, p.height, content_hash=i.content_hash)
         for i, p in batch
     ]
     collection.add(vectors, records)

@@ -7,6 +7,7 @@ decoding policy and encoder as the indexed items.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from xmodal.encoders import Encoder
 from xmodal.errors import XmodalError
 from xmodal.images import load_image
 from xmodal.index import Collection, Hit
+from xmodal.index.filters import Filter, as_filter
 
 ImageQuery = str | os.PathLike | bytes | Image.Image
 
@@ -65,15 +67,18 @@ class Retriever:
         image_weight: float = 0.5,
         k: int = 10,
         threshold: float | None = None,
+        where: Filter | str | Sequence[str] | None = None,
     ) -> list[Hit]:
-        """The ``k`` best hits, best first; hits scoring below ``threshold`` are dropped."""
+        """The ``k`` best hits, best first; hits scoring below ``threshold`` are dropped.
+
+        ``where`` restricts the search to matching items: a Filter, or filter text such as
+        ``"ext:jpg and width>=1024"`` (grammar in ``xmodal.index.filters``), or a list of them.
+        """
         if k < 1:
             raise XmodalError(f"k must be at least 1, got {k}")
+        where = as_filter(where)  # a bad filter fails before any encoding work
         query = self.query_vector(text, image, negative=negative, image_weight=image_weight)
-        hits = self.collection.search(query[None, :], k=k)[0]
-        if threshold is not None:
-            hits = [hit for hit in hits if hit.score >= threshold]
-        return hits
+        return self.collection.search(query[None, :], k=k, where=where, min_score=threshold)[0]
 
     def describe(self) -> dict[str, Any]:
         info = self.collection.info()

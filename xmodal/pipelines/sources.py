@@ -28,6 +28,7 @@ class Item:
     size: int
     mtime: float
     caption: str | None = None
+    content_hash: str | None = None  # filled in by the pipeline for files it must index
 
 
 def iter_items(sources: Iterable[str | os.PathLike]) -> Iterator[Item]:

@@ -1,0 +1,183 @@
+"""What each ``xmodal`` command does; output goes to stdout, errors propagate to ``main``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
+    from xmodal.encoders import Encoder
+    from xmodal.index import Collection
+    from xmodal.pipelines.indexing import IndexReport
+    from xmodal.pipelines.search import Retriever
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+def _open_encoder(args: argparse.Namespace, spec: dict | None) -> Encoder:
+    from xmodal.encoders import load_encoder
+
+    model = args.model or (spec or {}).get("source") or DEFAULT_MODEL
+    return load_encoder(model, device=args.device, precision=args.precision)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from xmodal.index import Collection
+    from xmodal.index.choice import parse_size
+    from xmodal.pipelines.indexing import IndexConfig, index_paths
+
+    existing = (args.collection / "manifest.json").is_file()
+    spec = None
+    if existing:
+        with Collection.open(args.collection) as current:
+            spec = current.encoder_spec
+    encoder = _open_encoder(args, spec)
+    budget = parse_size(args.memory_budget) if args.memory_budget else None
+    if existing:
+        collection = Collection.open(args.collection, writable=True)
+        _change_index(collection, args.index, budget)
+    else:
+        key = args.index or "auto"
+        collection = Collection.create(
+            args.collection, encoder.spec.to_dict(), index_key=key, memory_budget=budget
+        )
+    config = IndexConfig(batch_size=args.batch_size, workers=args.workers, prune=args.prune)
+    with collection:
+        report = index_paths(encoder, collection, args.sources, config)
+        collection.commit()  # applies an index change even when no file was new
+    if args.json:
+        failures = [f.__dict__ for f in report.failures]
+        print(json.dumps({**_report_dict(report), "failures": failures}, indent=2))
+    else:
+        for failure in report.failures:
+            print(f"failed: {failure.message}", file=sys.stderr)
+        print(report.summary())
+    return 0
+
+
+def _change_index(collection: Collection, key: str | None, budget: int | None) -> None:
+    """Ask for a rebuild at commit when --index / --memory-budget differ from the collection."""
+    info = collection.info()
+    key = key or info.index_key
+    if key != info.index_key or (budget is not None and budget != info.memory_budget):
+        collection.set_index(key, budget if budget is not None else info.memory_budget)
+
+
+def _report_dict(report: IndexReport) -> dict:
+    keys = ("seen", "indexed", "unchanged", "failed", "seconds", "images_per_s", "reused", "pruned")
+    return {key: getattr(report, key) for key in keys}
+
+
+def _retriever(args: argparse.Namespace) -> Retriever:
+    from xmodal.index import Collection
+    from xmodal.pipelines.search import Retriever
+
+    collection = Collection.open(args.collection)
+    return Retriever(_open_encoder(args, collection.encoder_spec), collection)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    retriever = _retriever(args)
+    hits = retriever.search(
+        args.text,
+        args.image,
+        negative=args.negative,
+        image_weight=args.image_weight,
+        k=args.k,
+        threshold=args.threshold,
+        where=args.where,
+    )
+    if args.json:
+        rows = [
+            {
+                "id": h.id,
+                "score": round(h.score, 6),
+                "path": h.record.path,
+                "caption": h.record.caption,
+            }
+            for h in hits
+        ]
+        print(json.dumps({"results": rows}, indent=2, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, hit in enumerate(hits, 1):
+        caption = f"  {hit.record.caption}" if hit.record.caption else ""
+        print(f"{rank:3d}  {hit.score:.4f}  {hit.record.path}{caption}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from xmodal.index import Collection
+    from xmodal.pipelines.maintenance import remove_paths
+
+    with Collection.open(args.collection, writable=True) as collection:
+        removed = remove_paths(collection, args.paths)
+        collection.commit()
+    print(f"removed {removed} item{'' if removed == 1 else 's'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from xmodal.app import serve
+
+    retriever = _retriever(args)
+    print(f"serving the search UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    serve(retriever, host=args.host, port=args.port)
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from xmodal.index import Collection
+
+    with Collection.open(args.collection) as collection:
+        info = collection.info()
+    data = info.to_dict() if hasattr(info, "to_dict") else dict(info.__dict__)
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+        return 0
+    spec = data.get("encoder_spec") or {}
+    print(f"collection  {data.get('directory')}")
+    revision = str(spec.get("revision"))[:12]
+    print(f"model       {spec.get('model_id')} @ {revision} (dim {spec.get('dim')})")
+    print(f"items       {data.get('count')}")
+    print(f"index       {data.get('index_key')}")
+    if data.get("index_factory") and data.get("index_factory") != data.get("index_key"):
+        print(f"factory     {data.get('index_factory')}")
+    if data.get("search_params"):
+        params = ", ".join(f"{k}={v}" for k, v in data["search_params"].items())
+        print(f"search      {params}")
+    if data.get("recall_at_10") is not None:
+        sample = data.get("tuning_sample_size") or 0
+        print(f"recall@10   {data['recall_at_10']:.3f} (measured on {sample} sample queries)")
+    if data.get("index_bytes") is not None:
+        print(f"index size  {data['index_bytes']} bytes")
+    print(f"generation  {data.get('generation')}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from xmodal.demo.run import DemoOptions, build_demo
+
+    print("xmodal demo: preparing the model (trained once, about 90 s, then cached) ...")
+    result, retriever = build_demo(DemoOptions(directory=args.dir))
+    print(f"model       {result.model_dir}")
+    print(f"world       {result.world_dir} (held-out images the model never saw)")
+    print(f"collection  {result.collection_dir}")
+    print(f"indexing    {result.report.summary()}")
+    print(
+        f"quality     text-to-image precision@{result.k} = {result.precision_at_k:.3f} "
+        f"over {result.n_queries} held-out queries such as 'a green square'"
+    )
+    for hit in retriever.search("a green square", k=3):
+        print(f"            {hit.score:.3f}  {hit.record.caption}  ({Path(hit.record.path).name})")
+    if args.no_serve:
+        return 0
+    from xmodal.app import serve
+
+    print(f"serving the search UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    serve(retriever, host=args.host, port=args.port)
+    return 0

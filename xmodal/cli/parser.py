@@ -1,0 +1,130 @@
+"""The arguments of every ``xmodal`` command."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from xmodal.cli.commands import (
+    DEFAULT_MODEL,
+    cmd_demo,
+    cmd_index,
+    cmd_info,
+    cmd_remove,
+    cmd_search,
+    cmd_serve,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmodal", description="Cross-modal (image <-> text) search over your images."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _index_parser(sub)
+    _remove_parser(sub)
+    _search_parser(sub)
+    _serve_parser(sub)
+    _info_parser(sub)
+    _demo_parser(sub)
+    return parser
+
+
+def _model_args(parser: argparse.ArgumentParser, default_help: str) -> None:
+    parser.add_argument("--model", "-m", help=f"hub id or local model directory ({default_help})")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 on GPUs and CPUs with native bf16, else fp32",
+    )
+
+
+def _collection_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--collection", required=True, type=Path, help="collection dir")
+
+
+def _index_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="embed image files and folders into a collection")
+    p.add_argument("sources", nargs="+", help="image files or folders (searched recursively)")
+    _collection_arg(p)
+    _model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
+    )
+    p.add_argument(
+        "--index",
+        metavar="KEY",
+        help="auto (default for a new collection), flat, hnsw, ivf-flat, ivf-pq or a FAISS "
+        "factory string; for an existing collection a different key rebuilds the index",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="index memory budget, e.g. 4GB (default: half the RAM)",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="afterwards remove items under the sources whose files no longer exist",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_index)
+
+
+def _remove_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("remove", help="remove files, or all items under folders, from a collection")
+    p.add_argument("paths", nargs="+", help="indexed files or folders (the files need not exist)")
+    _collection_arg(p)
+    p.set_defaults(run=cmd_remove)
+
+
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search a collection by text and/or image")
+    p.add_argument("text", nargs="?", help="text query")
+    _collection_arg(p)
+    p.add_argument("--image", type=Path, help="image query (alone or mixed with the text)")
+    p.add_argument("--negative", help="text to steer away from")
+    p.add_argument("--image-weight", type=float, default=0.5, help="text+image mix (default 0.5)")
+    p.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    p.add_argument("--threshold", type=float, help="drop hits scoring below this")
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="EXPR",
+        help="keep only matching items; repeatable, all must hold. Clauses joined by ' and ': "
+        "path:GLOB, path^=PREFIX, path=PATH, ext:jpg,png, size/width/height OP N, "
+        "mtime OP ISO-DATE|EPOCH with OP one of > >= < <= = != "
+        "(e.g. --where 'path:~/Pictures/2023/* and width>=1024')",
+    )
+    p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
+    _model_args(p, "default: the collection's model")
+    p.set_defaults(run=cmd_search)
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the search UI for a collection")
+    _collection_arg(p)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=7860)
+    _model_args(p, "default: the collection's model")
+    p.set_defaults(run=cmd_serve)
+
+
+def _info_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a collection")
+    _collection_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_info)
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="offline demo: train a tiny model, index a synthetic world")
+    p.add_argument("--dir", type=Path, help="where the demo world and collection go")
+    p.add_argument("--no-serve", action="store_true", help="build, report and exit")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=7860)
+    p.set_defaults(run=cmd_demo)
