@@ -132,3 +132,25 @@ def test_demo_model_retrieves_the_right_class(
     )
     assert code == 0
     assert all("small red circle" in r["caption"] for r in json.loads(out)["results"])
+
+
+def test_reindex_rebuilds_from_stored_embeddings_without_the_model(
+    photo_folder: Path, tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    col = tmp_path / "col"
+    run(capsys, "index", photo_folder, "-c", col, "--model", tiny_clip_dir, "--workers", "0")
+    query = next(photo_folder.glob("*.jpg"))
+    before = json.loads(run(capsys, "search", "-c", col, "--image", query, "--json")[1])
+    shutil.move(tiny_clip_dir, tmp_path / "model-away")  # reindex must not need it
+    try:
+        code, out, err = run(capsys, "reindex", "-c", col, "--index", "HNSW16", "--json")
+    finally:
+        shutil.move(tmp_path / "model-away", tiny_clip_dir)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["index_factory"] == "HNSW16" and info["count"] == 20
+    assert info["recall_at_10"] >= 0.95 and "efSearch" in info["search_params"]
+    after = json.loads(run(capsys, "search", "-c", col, "--image", query, "--json")[1])
+    assert [r["path"] for r in after["results"]][:3] == [r["path"] for r in before["results"]][:3]
+    code, _, err = run(capsys, "reindex", "-c", tmp_path / "missing")
+    assert code == 1 and "not an xmodal collection" in err

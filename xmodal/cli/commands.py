@@ -58,6 +58,21 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild the index from the stored raw embeddings: no model, no image is read."""
+    from xmodal.index import Collection
+    from xmodal.index.choice import parse_size
+
+    budget = parse_size(args.memory_budget) if args.memory_budget else None
+    with Collection.open(args.collection, writable=True) as collection:
+        info = collection.info()
+        collection.set_index(
+            args.index or info.index_key, budget if budget is not None else info.memory_budget
+        )
+        collection.commit()
+    return cmd_info(args)
+
+
 def _change_index(collection: Collection, key: str | None, budget: int | None) -> None:
     """Ask for a rebuild at commit when --index / --memory-budget differ from the collection."""
     info = collection.info()

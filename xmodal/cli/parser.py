@@ -10,6 +10,7 @@ from xmodal.cli.commands import (
     cmd_demo,
     cmd_index,
     cmd_info,
+    cmd_reindex,
     cmd_remove,
     cmd_search,
     cmd_serve,
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _index_parser(sub)
+    _reindex_parser(sub)
     _remove_parser(sub)
     _search_parser(sub)
     _serve_parser(sub)
@@ -55,6 +57,17 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
     )
+    _index_choice_args(p)
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="afterwards remove items under the sources whose files no longer exist",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_index)
+
+
+def _index_choice_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--index",
         metavar="KEY",
@@ -66,13 +79,16 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         metavar="SIZE",
         help="index memory budget, e.g. 4GB (default: half the RAM)",
     )
-    p.add_argument(
-        "--prune",
-        action="store_true",
-        help="afterwards remove items under the sources whose files no longer exist",
+
+
+def _reindex_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reindex", help="rebuild and re-tune a collection's index from its stored embeddings"
     )
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(run=cmd_index)
+    _collection_arg(p)
+    _index_choice_args(p)
+    p.add_argument("--json", action="store_true", help="print the collection info as JSON")
+    p.set_defaults(run=cmd_reindex)
 
 
 def _remove_parser(sub: argparse._SubParsersAction) -> None:
