@@ -38,11 +38,14 @@ def cmd_index(args: argparse.Namespace) -> int:
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     if existing:
         collection = Collection.open(args.collection, writable=True)
-        _change_index(collection, args.index, budget)
+        _change_index(collection, args.index, budget, args.projection)
     else:
-        key = args.index or "auto"
         collection = Collection.create(
-            args.collection, encoder.spec.to_dict(), index_key=key, memory_budget=budget
+            args.collection,
+            encoder.spec.to_dict(),
+            index_key=args.index or "auto",
+            memory_budget=budget,
+            projection=args.projection or "none",
         )
     config = IndexConfig(batch_size=args.batch_size, workers=args.workers, prune=args.prune)
     with collection:
@@ -67,18 +70,26 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     with Collection.open(args.collection, writable=True) as collection:
         info = collection.info()
         collection.set_index(
-            args.index or info.index_key, budget if budget is not None else info.memory_budget
+            args.index or info.index_key,
+            budget if budget is not None else info.memory_budget,
+            projection=args.projection,
         )
         collection.commit()
     return cmd_info(args)
 
 
-def _change_index(collection: Collection, key: str | None, budget: int | None) -> None:
-    """Ask for a rebuild at commit when --index / --memory-budget differ from the collection."""
+def _change_index(
+    collection: Collection, key: str | None, budget: int | None, projection: str | None
+) -> None:
+    """Ask for a rebuild at commit when --index / --memory-budget / --projection differ."""
+    from xmodal.index.projection import parse_projection
+
     info = collection.info()
     key = key or info.index_key
-    if key != info.index_key or (budget is not None and budget != info.memory_budget):
-        collection.set_index(key, budget if budget is not None else info.memory_budget)
+    moved = projection is not None and str(parse_projection(projection)) != info.projection
+    if key != info.index_key or (budget is not None and budget != info.memory_budget) or moved:
+        budget = budget if budget is not None else info.memory_budget
+        collection.set_index(key, budget, projection=projection if moved else None)
 
 
 def _report_dict(report: IndexReport) -> dict:
@@ -168,10 +179,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     if data.get("recall_at_10") is not None:
         sample = data.get("tuning_sample_size") or 0
         print(f"recall@10   {data['recall_at_10']:.3f} (measured on {sample} sample queries)")
+    if data.get("projection", "none") != "none":
+        print(f"projection  {_projection_line(data)}")
     if data.get("index_bytes") is not None:
         print(f"index size  {data['index_bytes']} bytes")
     print(f"generation  {data.get('generation')}")
     return 0
+
+
+def _projection_line(data: dict) -> str:
+    """E.g. 'pca:128 (512 -> 128 dims, 91.2% of variance, recall@10 0.934 on 1000 queries)'."""
+    if data.get("projection_out_dim") is None:
+        return f"{data['projection']} (not fitted yet: commit items first)"
+    parts = [f"{data['projection_in_dim']} -> {data['projection_out_dim']} dims"]
+    parts.append(f"{100 * data['projection_explained_variance']:.1f}% of variance")
+    if data.get("projection_whiten"):
+        parts.append("whitened")
+    if data.get("projection_recall_at_10") is not None:
+        recall, sample = data["projection_recall_at_10"], data.get("projection_sample_queries")
+        parts.append(f"recall@10 {recall:.3f} vs full dim on {sample} queries")
+    return f"{data['projection']} ({', '.join(parts)})"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -79,6 +79,12 @@ def _index_choice_args(p: argparse.ArgumentParser) -> None:
         metavar="SIZE",
         help="index memory budget, e.g. 4GB (default: half the RAM)",
     )
+    p.add_argument(
+        "--projection",
+        metavar="SPEC",
+        help="none (default), pca:N (keep N dims) or pca:F (keep share F of the variance), "
+        "optionally :whiten; fitted on the stored embeddings; a different spec rebuilds the index",
+    )
 
 
 def _reindex_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,6 +14,7 @@ open as before, their ``index_key`` being the factory string.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import faiss
@@ -68,11 +69,18 @@ def tuned_fields(
     picked: choice.IndexChoice,
     files: GenerationFiles,
     previous: dict[str, Any],
+    *,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
+    retune: bool = False,
 ) -> dict[str, Any]:
-    """Tune ``index`` (or re-apply the recorded params) and return the manifest fields."""
+    """Tune ``index`` (or re-apply the recorded params) and return the manifest fields.
+
+    ``project`` maps the stored raw rows into the index's space (a projection); ``retune``
+    forces tuning (the projection changed, so the recorded parameters no longer apply).
+    """
     count = int(index.ntotal)
     last = previous.get("tuning") or {}
-    same = factory_of(previous) == picked.factory and "tuning" in previous
+    same = factory_of(previous) == picked.factory and "tuning" in previous and not retune
     drift = abs(count - int(last.get("count", 0))) / max(int(last.get("count", 0)), 1)
     if same and drift <= RETUNE_DRIFT:
         params = dict(previous.get("search_params") or {})
@@ -81,6 +89,8 @@ def tuned_fields(
     else:
         ids = np.load(files.ids, allow_pickle=False)
         vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
+        if project is not None:
+            vectors = project(vectors)
         result = tuning.tune_search(index, vectors, ids, target_recall=TARGET_RECALL, k=TUNING_K)
         params = dict(result.params)
         record = {

@@ -6,6 +6,10 @@ replace switches generations, then the old files are deleted. A crash at any mom
 leaves either the old or the new generation, never a mix. One writer at a time holds ``lock``;
 readers take no lock, verify checksums and keep what they opened even while a writer commits.
 
+With a projection ("pca:128", see ``xmodal.index.projection``) the index holds projected rows:
+it is fitted at commit on the stored raw embeddings (``xmodal.index.autoproject``), saved as a
+generation file, and applied inside ``search`` to the raw queries callers pass in.
+
 Adding a record whose path is already catalogued *replaces* it: the old id is removed from the
 index and the catalog and the row gets a new id. Ids are never reused within a directory.
 """
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from xmodal.errors import CollectionError
-from xmodal.index import autoindex, checks
+from xmodal.index import autoindex, autoproject, checks
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
@@ -65,15 +69,18 @@ class Collection(CollectionReader):
         index_key: str = "auto",
         memory_budget: int | None = None,
         overwrite: bool = False,
+        projection: str = "none",
     ) -> Collection:
         """Make ``directory`` an empty collection and return a writable handle holding the lock.
 
         ``index_key`` is "auto" (chosen at every commit from count, dim and ``memory_budget``
         bytes, default half the RAM; see ``xmodal.index.choice``), an alias ("flat", "hnsw",
         "ivf-flat", "ivf-pq": that family, sized at commit) or a literal FAISS factory string.
+        ``projection`` is "none", "pca:N" or "pca:F" (share of variance), optionally ":whiten".
         """
         directory = Path(directory)
         spec = checks.clean_spec(encoder_spec)
+        wanted = str(autoproject.check_request(projection, spec.get("dim")))
         gens.check_target(directory, overwrite)
         directory.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(directory, directory / mf.LOCK_NAME)
@@ -82,6 +89,7 @@ class Collection(CollectionReader):
             fields = autoindex.initial_fields(index_key, memory_budget)
             store = VectorStore(spec.get("dim"), fields["index_factory"])  # checks the key
             manifest = gens.first_manifest(directory, spec, index_key) | fields
+            manifest["projection"] = wanted
             mf.write_manifest(directory, manifest)
             gens.sweep(directory, manifest)
             return cls(directory, manifest, Catalog.open_committed(None), store, lock)
@@ -141,20 +149,27 @@ class Collection(CollectionReader):
     def commit(self) -> int:
         """Publish staged changes as a new generation; a no-op returning the current one if none."""
         self._require_writable("commit")
-        picked = self._plan_index()
-        if not self._store.dirty and (not self._index_request or self._store.index is None):
-            self._discard_working_catalog()
-            return self.generation
-        if self._catalog.count() != self._store.count:
-            raise CollectionError(
-                f"internal error: catalog has {self._catalog.count()} rows but the index "
-                f"{self._store.count}; nothing was committed, please report this"
-            )
-        self._working_catalog()  # an index-only change publishes an unchanged catalog copy
-        generation = self.generation + 1
-        files = self._store.write_generation(self._dir, generation)  # a failure here is harmless
+        previous = self._store.projection
         try:
-            self._publish(generation, files, picked)
+            self._store.use_projection(autoproject.plan(self._requested(), self._store))
+            picked = self._plan_index()
+            if not self._store.dirty and (not self._index_request or self._store.index is None):
+                self._discard_working_catalog()
+                return self.generation
+            if self._catalog.count() != self._store.count:
+                raise CollectionError(
+                    f"internal error: catalog has {self._catalog.count()} rows but the index "
+                    f"{self._store.count}; nothing was committed, please report this"
+                )
+            self._working_catalog()  # an index-only change publishes an unchanged catalog copy
+            generation = self.generation + 1
+            files = self._store.write_generation(self._dir, generation)  # failing here is harmless
+        except BaseException:
+            self._store.revert_projection(previous)
+            raise
+        refitted = self._store.projection is not previous
+        try:
+            self._publish(generation, files, picked, refitted=refitted)
         except BaseException:
             # The staged catalog is spent, so this handle cannot retry; the directory still holds
             # the previous generation (or the new one, if the manifest switch got through).
@@ -169,32 +184,54 @@ class Collection(CollectionReader):
         return generation
 
     @guarded
-    def set_index(self, index_key: str, memory_budget: int | None = None) -> None:
-        """Use another index key (and budget) from the next commit on, rebuilding the index."""
+    def set_index(
+        self, index_key: str, memory_budget: int | None = None, projection: str | None = None
+    ) -> None:
+        """Use another index key, budget and projection (None: keep) from the next commit on."""
         self._require_writable("change the index")
-        if self._store.dim is not None and not autoindex.choice.is_managed(index_key):
-            autoindex.check_factory(self._store.dim, index_key)
-        self._index_request = {"index_key": index_key, "memory_budget": memory_budget}
+        request: dict[str, Any] = {"index_key": index_key, "memory_budget": memory_budget}
+        dim = self._store.index_dim
+        if projection is not None:
+            wanted = autoproject.check_request(projection, self._store.dim)
+            request["projection"] = str(wanted)
+            dim = wanted.n_components or (None if wanted.kind == "pca" else self._store.dim)
+        if dim is not None and not autoindex.choice.is_managed(index_key):
+            autoindex.check_factory(dim, index_key)
+        self._index_request = request
+
+    def _requested(self) -> dict[str, Any]:
+        return self._manifest | (self._index_request or {})
 
     def _plan_index(self) -> autoindex.choice.IndexChoice:
         """Resolve the index for the rows about to be committed; the store rebuilds on change."""
-        manifest = self._manifest | (self._index_request or {})
-        picked = autoindex.resolve(manifest, self._store.count, self._store.dim)
+        picked = autoindex.resolve(self._requested(), self._store.count, self._store.index_dim)
         self._store.use_factory(picked.factory)
         return picked
 
     def _publish(
-        self, generation: int, files: GenerationFiles, picked: autoindex.choice.IndexChoice
+        self,
+        generation: int,
+        files: GenerationFiles,
+        picked: autoindex.choice.IndexChoice,
+        *,
+        refitted: bool,
     ) -> None:
         """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
         catalog_path = self._dir / mf.generation_file("catalog", generation)
         mf.publish(self._catalog.finish(), catalog_path)
         paths = {"index": files.index, "catalog": catalog_path}
         paths |= {"embeddings": files.embeddings, "ids": files.ids}
+        if files.projection is not None:
+            paths["projection"] = files.projection
         assert self._store.index is not None  # a dirty store has a dimension
-        tuned = autoindex.tuned_fields(self._store.index, picked, files, self._manifest)
+        projection = self._store.projection
+        project = projection.transform if projection is not None else None
+        tuned = autoindex.tuned_fields(
+            self._store.index, picked, files, self._manifest, project=project, retune=refitted
+        )
+        measured = autoproject.fields(projection, self._requested(), files, refitted=refitted)
         manifest = gens.next_manifest(
-            self._manifest | (self._index_request or {}) | tuned,
+            self._requested() | tuned | measured,
             generation,
             paths,
             dim=self._store.dim,

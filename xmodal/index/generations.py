@@ -45,6 +45,14 @@ class CollectionInfo:
     tuning_sample_size: int | None = None
     index_bytes: int | None = None
     memory_budget: int | None = None
+    # Projection (absent from older manifests: "none"); ``dim`` stays the encoder's dimension.
+    projection: str = "none"
+    projection_in_dim: int | None = None
+    projection_out_dim: int | None = None
+    projection_explained_variance: float | None = None
+    projection_whiten: bool = False
+    projection_recall_at_10: float | None = None
+    projection_sample_queries: int | None = None
 
 
 def now() -> str:
@@ -112,7 +120,9 @@ def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
     store = VectorStore(manifest["dim"], factory)
     if files:
         paths = {role: directory / entry["name"] for role, entry in files.items()}
-        vector_files = GenerationFiles(paths["index"], paths["embeddings"], paths["ids"])
+        vector_files = GenerationFiles(
+            paths["index"], paths["embeddings"], paths["ids"], paths.get("projection")
+        )
         store = VectorStore.load(vector_files, manifest["dim"], factory, manifest["count"])
         tuning.apply_params(store.index, manifest.get("search_params") or {})
     catalog = open_catalog(directory, manifest)
@@ -203,4 +213,18 @@ def describe(directory: Path, manifest: dict[str, Any]) -> CollectionInfo:
         tuning_sample_size=(manifest.get("tuning") or {}).get("sample_size"),
         index_bytes=manifest.get("index_bytes"),
         memory_budget=manifest.get("memory_budget"),
+        **_projection_info(manifest),
     )
+
+
+def _projection_info(manifest: dict[str, Any]) -> dict[str, Any]:
+    fit = manifest.get("projection_fit") or {}
+    return {
+        "projection": str(manifest.get("projection") or "none"),
+        "projection_in_dim": fit.get("in_dim"),
+        "projection_out_dim": fit.get("out_dim"),
+        "projection_explained_variance": fit.get("explained_variance_ratio"),
+        "projection_whiten": bool(fit.get("whiten", False)),
+        "projection_recall_at_10": fit.get("recall_at_10"),
+        "projection_sample_queries": fit.get("recall_sample_size"),
+    }

@@ -38,11 +38,12 @@ FILE_PATTERNS = {
     "catalog": "catalog.g{gen:06d}.sqlite",
     "embeddings": "embeddings.g{gen:06d}.f16.npy",
     "ids": "ids.g{gen:06d}.npy",
+    "projection": "projection.g{gen:06d}.npz",
 }
 
 
 def generation_file(role: str, generation: int) -> str:
-    """The file name of ``role`` (index, catalog, embeddings, ids) in ``generation``."""
+    """The file name of ``role`` (index, catalog, embeddings, ids, projection) in ``generation``."""
     return FILE_PATTERNS[role].format(gen=generation)
 
 

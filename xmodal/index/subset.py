@@ -7,6 +7,9 @@ searched by FAISS with an ``IDSelectorBatch`` (passed through ``IndexIDMap2``, w
 it to the inner index's positions), using search parameters of the inner index's own type so its
 nprobe / efSearch stay as tuned. A query whose ANN answer comes back short while enough allowed
 ids exist is answered exactly, so a filter never costs hits that exist.
+
+Queries arrive raw (encoder dimension); with a projection both they and the stored rows searched
+exactly are projected first, so exact and FAISS answers live in the same space.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ def search_subset(
     n = len(queries)
     if len(allowed) == 0 or store.index is None or store.count == 0:
         return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    queries = store.project(queries)
     k = min(k, len(allowed))
     small = len(allowed) <= EXACT_MAX or len(allowed) < EXACT_FRACTION * store.count
     if small or not store.index.is_trained:
@@ -47,11 +51,14 @@ def search_subset(
 def exact(
     store: VectorStore, queries: np.ndarray, allowed: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over the stored raw embeddings of ``allowed`` ids."""
+    """Exact inner-product top-k over the stored embeddings of ``allowed`` ids.
+
+    ``queries`` are already in the index's space; the stored raw rows are projected here.
+    """
     all_ids, rows = store.raw_embeddings()
     positions = np.flatnonzero(np.isin(all_ids, allowed))
     ids = all_ids[positions]
-    vectors = np.asarray(rows[positions], np.float32)
+    vectors = store.project(rows[positions])
     k = min(k, len(ids))
     out_scores = np.full((len(queries), k), -np.inf, np.float32)
     out_ids = np.full((len(queries), k), -1, np.int64)

@@ -5,6 +5,11 @@ staged since, so that its own searches see both. Staged rows go straight into th
 index when it is ready; an index whose factory needs training stays empty until commit, and until
 then the staged rows are searched exactly with numpy. Index types that cannot remove ids (HNSW)
 get removed ids filtered out of results and are rebuilt from the stored vectors at commit.
+
+With a projection (``xmodal.index.projection``) the FAISS index holds projected rows of
+``index_dim`` while the raw embeddings stay full-dimension; ``search`` and ``project`` take raw
+queries and rows and map them into the index's space. Rows staged before the first projection is
+fitted (the first commit) are searched in the full-dimension space.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import numpy as np
 from xmodal.errors import CollectionCorruptError
 from xmodal.index import faiss_index
 from xmodal.index.manifest import durable_write, generation_file
+from xmodal.index.projection import Projection
 
 log = logging.getLogger(__name__)
 _COPY_ROWS = 65536
@@ -31,6 +37,7 @@ class GenerationFiles:
     index: Path
     embeddings: Path
     ids: Path
+    projection: Path | None = None
 
 
 class VectorStore:
@@ -49,6 +56,7 @@ class VectorStore:
         self._removed: set[int] = set()  # committed ids removed by this handle
         self._unapplied: set[int] = set()  # removed ids the index could not drop
         self._stale = False  # the factory string changed: rebuild from the rows at commit
+        self.projection: Projection | None = None
         if dim is not None:
             self.index = faiss_index.new_index(dim, index_key)
 
@@ -57,13 +65,16 @@ class VectorStore:
         """Open a committed generation; shapes must agree with each other and the manifest."""
         store = cls(None, index_key)
         store.dim = dim
+        if files.projection is not None:
+            store.projection = Projection.load(files.projection)
         store.index = faiss_index.read_index(files.index)
         store._ids = np.load(files.ids, allow_pickle=False)
         store._vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
         shapes = (store.index.ntotal, len(store._ids), store._vectors.shape[0])
         kinds_ok = store._ids.dtype == np.int64 and store._vectors.dtype == np.float16
         layout_ok = store._ids.ndim == 1 and store._vectors.shape[1:] == (dim,)
-        if not (kinds_ok and layout_ok and store.index.d == dim and set(shapes) == {count}):
+        dims_ok = store.index.d == store.index_dim and store.projection_fits(dim)
+        if not (kinds_ok and layout_ok and dims_ok and set(shapes) == {count}):
             raise CollectionCorruptError(
                 f"collection files of {files.index.parent} disagree: manifest count {count} and "
                 f"dim {dim}, index/ids/embeddings rows {shapes}; rebuild the collection"
@@ -74,6 +85,33 @@ class VectorStore:
     def count(self) -> int:
         """Live rows: committed minus removed plus staged."""
         return len(self._ids) - len(self._removed) + self._n_staged
+
+    @property
+    def index_dim(self) -> int | None:
+        """Dimension of the FAISS index: the projection's output, else the raw dimension."""
+        return self.projection.out_dim if self.projection is not None else self.dim
+
+    def projection_fits(self, dim: int) -> bool:
+        return self.projection is None or self.projection.in_dim == dim
+
+    def project(self, rows: np.ndarray) -> np.ndarray:
+        """Raw rows -> the index's space (float32, contiguous); identity without projection."""
+        if self.projection is None:
+            return np.ascontiguousarray(rows, np.float32)
+        return self.projection.transform(rows)
+
+    def use_projection(self, projection: Projection | None) -> None:
+        """Adopt another projection (None: none); the index is rebuilt from raw rows at commit."""
+        if projection is not self.projection:
+            self.projection = projection
+            self._stale = self.index is not None
+
+    def revert_projection(self, projection: Projection | None) -> None:
+        """Undo ``use_projection`` after a failed commit, keeping the index searchable here."""
+        self.use_projection(projection)
+        if self.index is not None and self.index.d != self.index_dim:
+            self._rebuild()
+            self._stale = True  # still rebuild at the next commit (the factory may differ too)
 
     @property
     def dirty(self) -> bool:
@@ -99,7 +137,7 @@ class VectorStore:
         self._parts.append((ids, vectors))
         self._n_staged += len(ids)
         if self.index.is_trained:
-            self.index.add_with_ids(vectors, ids)
+            self.index.add_with_ids(self.project(vectors), ids)
 
     def remove(self, ids: np.ndarray) -> None:
         """Drop ids from committed and staged rows and from the index (or mark them filtered)."""
@@ -116,13 +154,14 @@ class VectorStore:
             self._unapplied.update(int(i) for i in ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query; ids of -1 mark empty slots."""
+        """Top-``k`` (scores, ids) per raw query; ids of -1 mark empty slots."""
         if self.index is None or self.count == 0:
             shape = (len(queries), 0)
             return np.zeros(shape, np.float32), np.zeros(shape, np.int64)
+        queries = self.project(queries)
         if not self.index.is_trained:
             staged_ids, staged = self._staged_rows()
-            return _brute_force(staged, staged_ids, queries, k)
+            return _brute_force(self.project(staged), staged_ids, queries, k)
         fetch = min(k + len(self._unapplied), self.index.ntotal)
         scores, ids = self.index.search(queries, fetch)
         if self._unapplied:
@@ -147,7 +186,12 @@ class VectorStore:
         keep = self._keep_mask()
         emb_name = generation_file("embeddings", generation)
         ids = np.concatenate([self._ids[keep], self._staged_rows()[0]])
+        projection = None
+        if self.projection is not None:
+            name = generation_file("projection", generation)
+            projection = durable_write(directory, name, self.projection.save)
         return GenerationFiles(
+            projection=projection,
             index=faiss_index.write_index(
                 self.index, directory, generation_file("index", generation)
             ),
@@ -188,8 +232,8 @@ class VectorStore:
         ids = np.concatenate([self._ids[keep], staged_ids])
         vectors = np.concatenate([self._vectors[keep].astype(np.float32), staged])
         log.info("rebuilding FAISS index %s over %d vectors", self.index_key, len(ids))
-        index = faiss_index.new_index(self.dim, self.index_key)
-        faiss_index.fill(index, ids, np.ascontiguousarray(vectors), self.index_key)
+        index = faiss_index.new_index(self.index_dim or self.dim, self.index_key)
+        faiss_index.fill(index, ids, self.project(vectors), self.index_key)
         self.index = index
         self._unapplied.clear()
         self._stale = False
