@@ -1,0 +1,476 @@
+"""Search at scale: exact Flat vs the auto-chosen index vs IVF-Flat, and PCA recall, in one run.
+
+Data (seeded, generated in chunks, never written to disk): ``--n`` base rows and ``--queries``
+held-out query rows of dim ``--dim``, float32, L2-normalised, drawn from one Gaussian mixture that
+mimics CLIP embeddings:
+
+- a power-law spectrum ``lambda_i = (i + 1) ** -ALPHA`` (``ALPHA`` = 1: participation ratio
+  about 28 at 512-d, in the range reported for CLIP's intrinsic dimension);
+- ``CLUSTERS`` centres ``mu_c = z * sqrt(lambda)`` (z standard normal), with log-normal cluster
+  weights (sigma ``WEIGHT_SIGMA``) so cluster sizes are uneven;
+- one shared offset of norm ``OFFSET_NORM`` added to every centre: CLIP's "cone" (unrelated
+  embeddings still have cosine around 0.4-0.5);
+- a row is ``mu_c + SPREAD * z' * sqrt(lambda)``, rotated by one seeded random orthogonal matrix
+  (so the spectrum is not axis-aligned), then L2-normalised;
+- queries come from the same mixture (same centres, rotation) with an independent stream, so none
+  is a base row.
+
+Ground truth: exact inner-product top-k by numpy matmul in blocks (multi-threaded BLAS).
+
+Indexes, each through ``xmodal.index.faiss_index.new_index`` + ``fill`` (IndexIDMap2, inner
+product), built with FAISS threads = all cores:
+
+- ``Flat`` (exact);
+- the auto choice ``choose_index(n, dim, default_memory_budget())``: its build is first timed on a
+  ``--probe-n`` subset and extrapolated to n (HNSW: ``t * (n/p) * ln(n)/ln(p)``; IVF: linear); if
+  the extrapolation exceeds ``--max-build-s`` it is not built at n and only the extrapolation is
+  reported;
+- the IVF-Flat choice ``choose_index(n, dim, budget, kind="ivf-flat")``, always, also probed.
+
+ANN indexes are tuned with ``tune_search`` (target recall@10 0.95, its own perturbed-row sample),
+then measured on the held-out queries. Queries/s is single-thread (``faiss.omp_set_num_threads(1)``)
+and single-query: a loop of ``index.search(q[i:i+1], k)``; for Flat the loop stops after
+``--flat-queries`` queries or ``FLAT_TIME_CAP_S`` seconds. Memory is the size of the serialised
+index (``faiss.write_index`` to a temp file).
+
+PCA (``xmodal.index.projection``): fit on a 100k sample, project base and queries, exact search in
+the projected space, recall@10 against the full-dimension ground truth.
+
+Run: ``python benchmarks/search.py [--n 1000000] [--dim 512] [--queries 1000] [--out DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+from _common import machine_info, write_json  # noqa: E402
+
+from xmodal.index.choice import choose_index, default_memory_budget  # noqa: E402
+from xmodal.index.faiss_index import fill, new_index  # noqa: E402
+from xmodal.index.tuning import exact_top_k, recall_at_k, tune_search  # noqa: E402
+
+K = 10
+ALPHA = 1.0
+CLUSTERS = 2000
+SPREAD = 0.6
+WEIGHT_SIGMA = 0.5
+OFFSET_NORM = 2.5
+CHUNK = 100_000
+TARGET_RECALL = 0.95
+TARGET_SPEEDUP = 20.0
+FLAT_TIME_CAP_S = 60.0
+PCA_DIMS = (256, 128, 64)
+PCA_SAMPLE = 100_000
+CORES = os.cpu_count() or 1
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+
+
+# ----------------------------------------------------------------------------- data
+class Mixture:
+    """The seeded CLIP-like Gaussian mixture described in the module docstring."""
+
+    def __init__(self, dim: int, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        self.scale = ((np.arange(dim) + 1.0) ** -ALPHA).astype(np.float32) ** 0.5
+        self.centres = rng.standard_normal((CLUSTERS, dim), dtype=np.float32) * self.scale
+        offset = rng.standard_normal(dim).astype(np.float32)
+        self.centres += offset * (OFFSET_NORM / np.linalg.norm(offset))
+        weights = rng.lognormal(0.0, WEIGHT_SIGMA, CLUSTERS)
+        self.weights = weights / weights.sum()
+        self.rotation = np.linalg.qr(rng.standard_normal((dim, dim)))[0].astype(np.float32)
+
+    def sample(self, n: int, seed: int) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        out = np.empty((n, len(self.scale)), np.float32)
+        for start in range(0, n, CHUNK):
+            m = min(CHUNK, n - start)
+            labels = rng.choice(CLUSTERS, size=m, p=self.weights)
+            x = rng.standard_normal((m, len(self.scale)), dtype=np.float32)
+            x *= SPREAD * self.scale
+            x += self.centres[labels]
+            x = x @ self.rotation
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            out[start : start + m] = x
+        return out
+
+
+def recipe() -> dict:
+    return {
+        "kind": "Gaussian mixture, power-law spectrum, random rotation, L2-normalised",
+        "spectrum": f"lambda_i = (i+1)^-{ALPHA}",
+        "clusters": CLUSTERS,
+        "shared_offset_norm": OFFSET_NORM,
+        "cluster_weights": f"lognormal(0, {WEIGHT_SIGMA}), normalised",
+        "within_cluster_spread": f"{SPREAD} * sqrt(lambda) per axis",
+        "seeds": "mixture 0, base 1, queries 2",
+        "queries": "held out: same mixture, independent stream, not base rows",
+    }
+
+
+def data_stats(base: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """How hard the data is: top-1/top-10 similarity vs a random pair, participation ratio."""
+    rng = np.random.default_rng(3)
+    q = queries[:200]
+    top = np.sort(np.einsum("qd,qkd->qk", q, base[truth[:200]]), axis=1)
+    rand = np.einsum("qd,qd->q", q, base[rng.choice(len(base), len(q))])
+    sample = base[rng.choice(len(base), min(len(base), 20_000), replace=False)]
+    eig = np.linalg.eigvalsh(np.cov(sample, rowvar=False))
+    return {
+        "mean_top1_cosine": round(float(top[:, -1].mean()), 4),
+        "mean_top10_cosine": round(float(top[:, 0].mean()), 4),
+        "mean_random_pair_cosine": round(float(rand.mean()), 4),
+        "participation_ratio": round(float(eig.sum() ** 2 / (eig**2).sum()), 1),
+    }
+
+
+# ----------------------------------------------------------------------------- measuring
+def build(factory: str, vectors: np.ndarray) -> tuple[faiss.Index, float]:
+    """new_index + fill (train + add) with FAISS threads = all cores; seconds."""
+    faiss.omp_set_num_threads(CORES)
+    index = new_index(vectors.shape[1], factory)
+    ids = np.arange(len(vectors), dtype=np.int64)
+    started = time.perf_counter()
+    fill(index, ids, vectors, factory)
+    return index, time.perf_counter() - started
+
+
+def index_bytes(index: faiss.Index) -> int:
+    with tempfile.TemporaryDirectory(prefix="xmodal-search-") as tmp:
+        path = Path(tmp) / "index.faiss"
+        faiss.write_index(index, str(path))
+        return path.stat().st_size
+
+
+def single_thread_search(
+    index: faiss.Index, queries: np.ndarray, limit: int, cap_s: float = math.inf
+) -> tuple[np.ndarray, float]:
+    """One query at a time, one thread: (found ids of the queries run, queries/s)."""
+    faiss.omp_set_num_threads(1)
+    index.search(queries[:1], K)  # warm-up
+    found = []
+    started = time.perf_counter()
+    for i in range(min(limit, len(queries))):
+        found.append(index.search(queries[i : i + 1], K)[1][0])
+        if time.perf_counter() - started > cap_s:
+            break
+    elapsed = time.perf_counter() - started
+    faiss.omp_set_num_threads(CORES)
+    return np.stack(found), len(found) / elapsed
+
+
+def extrapolate(kind: str, seconds: float, probe: int, n: int) -> float:
+    """HNSW insertion costs about log(n) per row; k-means and list assignment are linear."""
+    factor = n / probe
+    if kind == "hnsw":
+        factor *= math.log(n) / math.log(probe)
+    return seconds * factor
+
+
+def probe_build(choice, base: np.ndarray, probe: int) -> dict:
+    """Build the choice's factory on the first ``probe`` rows, time it, extrapolate to n."""
+    index, seconds = build(choice.factory, base[:probe])
+    del index
+    gc.collect()
+    estimate = extrapolate(choice.kind, seconds, probe, len(base))
+    log(f"probe {choice.factory} at {probe}: {seconds:.1f} s -> ~{estimate:.0f} s at {len(base)}")
+    return {
+        "factory": choice.factory,
+        "probe_n": probe,
+        "build_s": round(seconds, 2),
+        "extrapolated_build_s_at_n": round(estimate, 1),
+        "extrapolation": "t*(n/p)*ln(n)/ln(p)" if choice.kind == "hnsw" else "t*(n/p)",
+    }
+
+
+def measure_index(label: str, choice, base, queries, truth, args) -> dict:
+    """Build at full n, size it, tune it, then recall and single-thread QPS on held-out queries."""
+    log(f"{label}: building {choice.factory} on {len(base)} rows")
+    index, build_s = build(choice.factory, base)
+    log(f"{label}: built in {build_s:.1f} s; serialising")
+    size = index_bytes(index)
+    row = {
+        "label": label,
+        "factory": choice.factory,
+        "kind": choice.kind,
+        "reason": choice.reason,
+        "estimated_memory_bytes": choice.memory_bytes,
+        "build_s": round(build_s, 2),
+        "memory_bytes": size,
+        "within_budget": size <= args.budget,
+    }
+    if choice.kind != "flat":
+        started = time.perf_counter()
+        tuned = tune_search(index, base, np.arange(len(base)), target_recall=TARGET_RECALL, k=K)
+        row["tuning"] = {
+            "params": tuned.params,
+            "recall_on_tuning_sample": round(tuned.recall, 4),
+            "reached_target": tuned.reached_target,
+            "tuning_s": round(time.perf_counter() - started, 1),
+        }
+        log(f"{label}: tuned {tuned.params} recall {tuned.recall:.3f}")
+    limit, cap = (
+        (args.flat_queries, FLAT_TIME_CAP_S) if choice.kind == "flat" else (len(queries), math.inf)
+    )
+    found, qps = single_thread_search(index, queries, limit, cap)
+    row["recall_at_10"] = round(recall_at_k(found, truth[: len(found)]), 4)
+    row["queries_timed"] = len(found)
+    row["single_thread_qps"] = round(qps, 2)
+    log(f"{label}: recall@10 {row['recall_at_10']} over {len(found)} queries, {qps:.1f} q/s")
+    del index
+    gc.collect()
+    row["peak_rss_gb_so_far"] = round(peak_rss_gb(), 2)
+    return row
+
+
+def measure_pca(base, queries, truth) -> list[dict]:
+    try:
+        from xmodal.index.projection import fit_pca, parse_projection
+    except ImportError as exc:
+        log(f"PCA skipped: {exc}")
+        return [{"skipped": f"xmodal.index.projection not importable: {exc}"}]
+    rows, full = [], base.shape[1]
+    ids = np.arange(len(base), dtype=np.int64)
+    for dims in PCA_DIMS:
+        if dims >= full:
+            continue
+        started = time.perf_counter()
+        projection = fit_pca(base, parse_projection(f"pca:{dims}"), sample_size=PCA_SAMPLE, seed=0)
+        fit_s = time.perf_counter() - started
+        projected = np.empty((len(base), dims), np.float32)
+        for start in range(0, len(base), CHUNK):
+            projected[start : start + CHUNK] = projection.transform(base[start : start + CHUNK])
+        found = exact_top_k(projected, ids, projection.transform(queries), K)
+        del projected
+        rows.append(
+            {
+                "projection": f"pca:{dims}",
+                "explained_variance_ratio": round(float(projection.explained_variance_ratio), 4),
+                "recall_at_10": round(recall_at_k(found, truth), 4),
+                "fit_s": round(fit_s, 2),
+                "vector_bytes": len(base) * dims * 4,
+                "memory_saved_fraction": round(1 - dims / full, 4),
+            }
+        )
+        log(f"PCA {dims}: {rows[-1]}")
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+def verdict(rows: list[dict], flat_qps: float) -> None:
+    for row in rows:
+        if "single_thread_qps" in row:
+            row["speedup_vs_flat"] = round(row["single_thread_qps"] / flat_qps, 2)
+            row["meets_target"] = bool(
+                row["recall_at_10"] >= TARGET_RECALL
+                and row["speedup_vs_flat"] >= TARGET_SPEEDUP
+                and row["within_budget"]
+            )
+
+
+def markdown(payload: dict) -> str:
+    cfg, m, data = payload["config"], payload["machine"], payload["data_stats"]
+    lines = [
+        f"# search — {m['cpu_model']}, {m['cpu_cores']} cores, {m['date']}",
+        "",
+        f"{cfg['n']:,} x {cfg['dim']} float32 CLIP-like mixture (module docstring), "
+        f"{cfg['queries']} held-out queries; budget {cfg['budget_bytes'] / 1e9:.1f} GB. "
+        f"Top-1 cosine {data['mean_top1_cosine']}, top-10 {data['mean_top10_cosine']}, random "
+        f"pair {data['mean_random_pair_cosine']}, participation ratio "
+        f"{data['participation_ratio']}.",
+        "",
+        "Build: train + add, FAISS threads = all cores. QPS: single thread, one query per call.",
+        "",
+        "| index | factory | build s | memory MB | recall@10 | 1-thread QPS | vs Flat | params |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in payload["indexes"]:
+        if "single_thread_qps" not in row:
+            lines.append(
+                f"| {row['label']} | {row['factory']} | not built (~"
+                f"{row['extrapolated_build_s_at_n']:.0f} extrapolated) | – | – | – | – | |"
+            )
+            continue
+        params = row.get("tuning", {}).get("params", {})
+        lines.append(
+            f"| {row['label']} | {row['factory']} | {row['build_s']:.1f} | "
+            f"{row['memory_bytes'] / 1e6:.0f} | {row['recall_at_10']:.4f} | "
+            f"{row['single_thread_qps']:.1f} | {row.get('speedup_vs_flat', 1.0):.1f}x | "
+            f"{params or ''} |"
+        )
+    lines += ["", "Build-time probes (same factory strings as at full n):", ""]
+    for name, probe in payload["build_probes"].items():
+        lines.append(
+            f"- {name} {probe['factory']}: {probe['build_s']:.1f} s at {probe['probe_n']:,} rows "
+            f"-> ~{probe['extrapolated_build_s_at_n']:.0f} s at {cfg['n']:,} "
+            f"({probe['extrapolation']})"
+        )
+    lines += ["", "| PCA | explained variance | recall@10 (exact, vs full-dim) | vector MB |"]
+    lines.append("|---|---:|---:|---:|")
+    for row in payload["pca"]:
+        if "skipped" in row:
+            lines.append(f"| skipped: {row['skipped']} | | | |")
+            continue
+        lines.append(
+            f"| {row['projection']} | {row['explained_variance_ratio']:.3f} | "
+            f"{row['recall_at_10']:.4f} | {row['vector_bytes'] / 1e6:.0f} |"
+        )
+    target = payload["target"]
+    lines += [
+        "",
+        f"Target (auto index: recall@10 >= {TARGET_RECALL} at >= {TARGET_SPEEDUP:.0f}x Flat QPS, "
+        f"within budget): **{'met' if target['met'] else 'not met'}** — {target['note']}",
+        "",
+        f"Total {payload['total_benchmark_s']:.0f} s; peak RSS {payload['peak_rss_gb']:.1f} GB.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def target_summary(rows: list[dict]) -> dict:
+    auto = next(r for r in rows if r["label"] == "auto")
+    if "meets_target" in auto:
+        met = auto["meets_target"]
+        note = (
+            f"{auto['factory']}: recall {auto['recall_at_10']}, {auto['speedup_vs_flat']}x, "
+            f"{auto['memory_bytes'] / 1e9:.2f} GB"
+        )
+    else:
+        met = False
+        note = f"auto {auto['factory']} not built at full n (build too slow)"
+    for row in rows:
+        if row["label"] == "ivf-flat" and "meets_target" in row:
+            note += (
+                f"; IVF-Flat {row['factory']}: recall {row['recall_at_10']}, "
+                f"{row['speedup_vs_flat']}x, meets target: {row['meets_target']}"
+            )
+    return {"met": met, "note": note}
+
+
+# ----------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=1_000_000, help="base rows (default 1,000,000)")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--queries", type=int, default=1000, help="held-out queries")
+    p.add_argument("--flat-queries", type=int, default=200, help="Flat single-thread QPS loop")
+    p.add_argument("--probe-n", type=int, default=100_000, help="rows for the build-time probe")
+    p.add_argument("--max-build-s", type=float, default=720.0, help="skip slower full builds")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    args.budget = default_memory_budget()
+    machine = machine_info()
+    machine["faiss_threads_build"] = CORES
+    log(f"{machine['cpu_model']}, {CORES} cores; n={args.n} dim={args.dim} q={args.queries}")
+    mixture = Mixture(args.dim, seed=0)
+    base, queries = mixture.sample(args.n, seed=1), mixture.sample(args.queries, seed=2)
+    log(f"data generated ({time.perf_counter() - started:.0f} s); exact ground truth")
+    t0 = time.perf_counter()
+    truth = exact_top_k(base, np.arange(args.n, dtype=np.int64), queries, K)
+    truth_s = time.perf_counter() - t0
+    payload = {
+        "benchmark": "search",
+        "command": " ".join(["python", "benchmarks/search.py", *sys.argv[1:]]),
+        "config": {
+            "n": args.n,
+            "dim": args.dim,
+            "queries": args.queries,
+            "k": K,
+            "probe_n": args.probe_n,
+            "max_build_s": args.max_build_s,
+            "budget_bytes": args.budget,
+            "target_recall": TARGET_RECALL,
+            "target_speedup_vs_flat": TARGET_SPEEDUP,
+            "data": recipe(),
+            "ground_truth": "numpy matmul in blocks of 16384 rows (xmodal.index.tuning."
+            f"exact_top_k), multi-threaded BLAS; {truth_s:.1f} s",
+            "build_timing": f"new_index + fill (train + add), faiss threads = {CORES}",
+            "qps_timing": "faiss threads = 1, one query per index.search call, after one "
+            f"warm-up query; Flat stops after --flat-queries or {FLAT_TIME_CAP_S:.0f} s",
+            "memory": "bytes of faiss.write_index output (IndexIDMap2 included)",
+            "recall": "recall@10 of the held-out queries vs exact ground truth",
+        },
+        "machine": machine,
+        "data_stats": data_stats(base, queries, truth),
+        "indexes": [],
+        "build_probes": {},
+        "pca": [],
+    }
+    log(f"data stats: {payload['data_stats']}")
+
+    def save() -> None:
+        payload["total_benchmark_s"] = round(time.perf_counter() - started, 1)
+        payload["peak_rss_gb"] = round(peak_rss_gb(), 2)
+        write_json(args.out / "search.json", payload)
+
+    rows = payload["indexes"]
+    rows.append(
+        measure_index(
+            "flat", choose_index(args.n, args.dim, kind="flat"), base, queries, truth, args
+        )
+    )
+    flat_qps = rows[0]["single_thread_qps"]
+    save()
+    auto = choose_index(args.n, args.dim, args.budget)
+    ivf = choose_index(args.n, args.dim, args.budget, kind="ivf-flat")
+    probes = payload["build_probes"]
+    probes["auto"] = probe_build(auto, base, min(args.probe_n, args.n))
+    if ivf.factory != auto.factory:
+        probes["ivf-flat"] = probe_build(ivf, base, min(args.probe_n, args.n))
+    save()
+    payload["pca"] = measure_pca(base, queries, truth)
+    save()
+    plan = [("auto", auto)] + ([("ivf-flat", ivf)] if ivf.factory != auto.factory else [])
+    for label, choice in sorted(plan, key=lambda p: probes[p[0]]["extrapolated_build_s_at_n"]):
+        estimate = probes[label]["extrapolated_build_s_at_n"]
+        if estimate > args.max_build_s:
+            log(f"{label}: {choice.factory} not built at n (~{estimate:.0f} s > max-build-s)")
+            rows.append(
+                {
+                    "label": label,
+                    "factory": choice.factory,
+                    "kind": choice.kind,
+                    "reason": choice.reason,
+                    "not_built": "extrapolated build too slow",
+                    "extrapolated_build_s_at_n": estimate,
+                }
+            )
+        else:
+            rows.append(measure_index(label, choice, base, queries, truth, args))
+        verdict(rows[1:], flat_qps)
+        save()
+    payload["target"] = target_summary(rows)
+    save()
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = markdown(payload)
+    (args.out / "search.md").write_text(text)
+    log("\n" + text)
+    log(f"total {payload['total_benchmark_s']} s; wrote {args.out}/search.{{json,md}}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
