@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from typing import Any
 
 from xmodal.app.config import AppConfig
 from xmodal.app.handlers import RetrieverLike
@@ -11,17 +12,9 @@ from xmodal.app.handlers import RetrieverLike
 log = logging.getLogger(__name__)
 
 
-def serve(
-    retriever: RetrieverLike,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 7860,
-    open_browser: bool = False,
-    title: str = "xmodal",
-    config: AppConfig | None = None,
-) -> None:
-    """Serve the search page on ``host:port`` and block until interrupted."""
-    launch(retriever, host=host, port=port, open_browser=open_browser, title=title, config=config)
+def serve(retriever: RetrieverLike, **options: Any) -> None:
+    """Serve the search page and block until interrupted; ``options`` as for :func:`launch`."""
+    launch(retriever, **options, block=True)
 
 
 def launch(
