@@ -86,7 +86,7 @@ class Retriever:
             "model": self.encoder.spec.model_id,
             "count": info.count,
             "index": info.index_key,
-            "projection": None,
+            "projection": None if info.projection == "none" else info.projection,
             "dim": info.dim,
         }
 
