@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -49,8 +50,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         )
     config = IndexConfig(batch_size=args.batch_size, workers=args.workers, prune=args.prune)
     with collection:
-        report = index_paths(encoder, collection, args.sources, config)
-        collection.commit()  # applies an index change even when no file was new
+        report = index_paths(encoder, collection, args.sources, config)  # ends with a commit
     if args.json:
         failures = [f.__dict__ for f in report.failures]
         print(json.dumps({**_report_dict(report), "failures": failures}, indent=2))
@@ -161,7 +161,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with Collection.open(args.collection) as collection:
         info = collection.info()
-    data = info.to_dict() if hasattr(info, "to_dict") else dict(info.__dict__)
+    data = dataclasses.asdict(info)
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0

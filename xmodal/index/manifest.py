@@ -60,22 +60,22 @@ def not_a_collection(directory: Path) -> CollectionError:
     )
 
 
-def fsync_dir(directory: Path) -> None:
-    """Make renames and unlinks inside ``directory`` durable (POSIX needs the directory synced)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to stable storage; used for files written by libraries (FAISS)."""
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames and unlinks inside ``directory`` durable (POSIX needs the directory synced)."""
+    _fsync(directory)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to stable storage; used for files written by libraries (FAISS)."""
+    _fsync(path)
 
 
 def temp_path(directory: Path, name: str) -> Path:
