@@ -1,9 +1,8 @@
-"""Tests for xmodal.images: the shared odd-images corpus plus generated edge cases."""
+"""xmodal.images on generated edge cases: orientation, modes, inputs, options, failures."""
 
 from __future__ import annotations
 
 import io
-import json
 import os
 import struct
 import zlib
@@ -12,159 +11,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from image_helpers import STORE, mean_diff, raise_reason, rgb_array
 from PIL import Image, ImageFile
 
 from xmodal import images
-from xmodal.errors import ImageDecodeError
 from xmodal.images import MAX_IMAGE_PIXELS, ORIGINAL_SIZE, load_image
-
-SHARED_DATA = Path(
-    os.environ.get("XMODAL_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-ODD_IMAGES = SHARED_DATA / "odd-images"
-MANIFEST = ODD_IMAGES / "manifest.jsonl"
-MISSING_DATA = f"shared test data not found at {ODD_IMAGES} (set XMODAL_SHARED_DATA to its parent)"
-
-# EXIF orientation -> the transpose that shows the stored pixels upright (EXIF 2.3, tag 0x0112).
-UPRIGHT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-# Inverse transposes: how to store an upright image so that orientation N shows it upright.
-STORE = {**UPRIGHT, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
-
-# What PIL's own error says -> (our reason, words our message must contain).
-EXPECTED_FAILURES = {
-    "OSError: image file is truncated": ("truncated", "truncated or corrupt"),
-    "UnidentifiedImageError": ("not-an-image", "not a recognised image format"),
-    "DecompressionBombError": ("decompression-bomb", "pixels"),
-}
-
-
-def _manifest() -> list[Any]:
-    if not MANIFEST.is_file():
-        return [pytest.param(None, id="manifest-missing", marks=pytest.mark.skip(MISSING_DATA))]
-    entries = [json.loads(line) for line in MANIFEST.read_text().splitlines() if line.strip()]
-    return [pytest.param(entry, id=entry["file"]) for entry in entries]
-
-
-def _odd(name: str) -> Path:
-    path = ODD_IMAGES / name
-    if not path.is_file():
-        pytest.skip(MISSING_DATA)
-    return path
-
-
-def _pixels(image: Image.Image) -> np.ndarray:
-    assert image.mode == "RGB"
-    return np.asarray(image).astype(np.int16)
-
-
-def _mean_diff(a: Image.Image, b: Image.Image) -> float:
-    return float(np.abs(_pixels(a) - _pixels(b)).mean())
-
-
-def _raise_reason(source: Any, reason: str, text: str, **kwargs: Any) -> ImageDecodeError:
-    with pytest.raises(ImageDecodeError) as info:
-        load_image(source, **kwargs)
-    assert info.value.reason == reason
-    assert text in str(info.value)
-    return info.value
-
-
-# --- the shared corpus ---------------------------------------------------------------------------
-
-
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # hopper_bad_exif.jpg
-@pytest.mark.parametrize("entry", _manifest())
-def test_manifest_entry(entry: dict[str, Any]) -> None:
-    path = _odd(entry["file"])
-    if entry["expected_decode"]:
-        _check_decodes(path, entry)
-    else:
-        _check_rejected(path, entry)
-
-
-def _check_decodes(path: Path, entry: dict[str, Any]) -> None:
-    result = load_image(path)
-    pixels = _pixels(result)
-    orientation = entry.get("exif_orientation", 1)
-    size = (entry["width"], entry["height"])
-    assert result.size == (size[::-1] if orientation in (5, 6, 7, 8) else size)
-    # All-white (clipped 16-bit) or near-black (unscaled float) output would be flat.
-    assert pixels.std() > 3, "decoded image is flat: a mode was converted naively"
-    with Image.open(path) as raw:
-        raw.load()
-        if entry.get("has_alpha_or_transparency"):
-            transparent = _fully_transparent(raw)
-            assert (pixels[transparent] == 255).all(), "transparent pixels must become white"
-        if orientation != 1 and raw.mode == "RGB":
-            expected = raw.transpose(UPRIGHT[orientation])
-            assert np.array_equal(pixels, _pixels(expected))
-        if raw.mode.startswith("I") and not raw.info.get("transparency"):
-            expected_grey = np.round(np.asarray(raw).astype(np.float64) / 257)
-            assert np.abs(pixels[..., 0] - expected_grey).max() <= 1
-        if entry.get("n_frames", 1) > 1 and raw.mode in ("RGB", "RGBA", "P"):
-            assert _mean_diff(result, _flat_reference(raw)) < 1, "must be the first frame"
-
-
-def _check_rejected(path: Path, entry: dict[str, Any]) -> None:
-    matches = [v for k, v in EXPECTED_FAILURES.items() if entry["pillow_decode"].startswith(k)]
-    assert matches, f"no expectation for {entry['pillow_decode']!r}; extend EXPECTED_FAILURES"
-    reason, text = matches[0]
-    error = _raise_reason(path, reason, text)
-    assert error.source == str(path)
-    assert str(path) in str(error)
-
-
-def _fully_transparent(raw: Image.Image) -> np.ndarray:
-    value = raw.info.get("transparency")
-    if raw.mode.startswith("I") and isinstance(value, int):
-        return np.asarray(raw) == value
-    return np.asarray(raw.convert("RGBA"))[..., 3] == 0
-
-
-def _flat_reference(raw: Image.Image) -> Image.Image:
-    rgba = raw.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(white, rgba).convert("RGB")
-
-
-@pytest.mark.parametrize(
-    "name",
-    [
-        "hopper_orientation_3.jpg",
-        "hopper_orientation_6.jpg",
-        "hopper_orientation_8.jpg",
-        "hopper_orientation_6.webp",
-        "hopper.Lab.tif",
-        "hopper.psd",
-        "hopper.gif",
-    ],
-)
-def test_hopper_variants_match_the_upright_rgb_jpeg(name: str) -> None:
-    reference = load_image(_odd("hopper.jpg"))
-    assert _mean_diff(load_image(_odd(name)), reference) < 8
-
-
-def test_adobe_inverted_cmyk_jpeg_matches_plain_cmyk_tiff() -> None:
-    jpeg = load_image(_odd("pil_sample_cmyk.jpg"))
-    tiff = load_image(_odd("tiff_strip_cmyk_jpeg.tif"))
-    assert _mean_diff(jpeg, tiff) < 2
-    text = _pixels(jpeg)[_pixels(jpeg).max(axis=2) > 128]  # the bright pixels are red letters
-    assert text[:, 0].mean() > 200 and text[:, 1:].mean() < 80
-
-
-def test_float_tiff_is_stretched_not_black() -> None:
-    pixels = _pixels(load_image(_odd("10ct_32bit_128.tiff")))
-    assert pixels.min() == 0 and pixels.max() == 255
-
 
 # --- generated: orientation ----------------------------------------------------------------------
 
@@ -206,7 +57,7 @@ def test_exif_orientation_is_applied(tmp_path: Path, orientation: int) -> None:
 def test_16bit_greyscale_png_is_scaled_not_clipped(tmp_path: Path) -> None:
     values = np.array([[65535, 32768], [257, 0]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "g16.png")
-    grey = _pixels(load_image(tmp_path / "g16.png"))[..., 0]
+    grey = rgb_array(load_image(tmp_path / "g16.png"))[..., 0]
     assert grey.tolist() == [[255, 128], [1, 0]]
 
 
@@ -214,7 +65,7 @@ def test_16bit_rgb_png_is_scaled(tmp_path: Path) -> None:
     row = struct.pack(">6H", 65535, 32768, 0, 0, 257, 65535)
     path = tmp_path / "rgb16.png"
     path.write_bytes(_png(2, 1, bit_depth=16, colour_type=2, rows=[row]))
-    assert _pixels(load_image(path)).tolist() == [[[255, 128, 0], [0, 1, 255]]]
+    assert rgb_array(load_image(path)).tolist() == [[[255, 128, 0], [0, 1, 255]]]
 
 
 @pytest.mark.parametrize(
@@ -228,7 +79,7 @@ def test_16bit_rgb_png_is_scaled(tmp_path: Path) -> None:
     ids=["I-16bit-range", "I-signed", "F-unit", "F-stretch-nan"],
 )
 def test_wide_greyscale_modes(array: np.ndarray, mode: str, expected: list[int]) -> None:
-    grey = _pixels(load_image(Image.fromarray(array, mode)))[0, :, 0]
+    grey = rgb_array(load_image(Image.fromarray(array, mode)))[0, :, 0]
     assert grey.tolist() == expected
 
 
@@ -236,7 +87,7 @@ def test_transparent_rgba_becomes_white_and_half_alpha_blends(tmp_path: Path) ->
     image = Image.new("RGBA", (4, 2), (0, 0, 0, 0))
     image.paste((255, 0, 0, 128), (0, 1, 4, 2))
     image.save(tmp_path / "a.png")
-    pixels = _pixels(load_image(tmp_path / "a.png"))
+    pixels = rgb_array(load_image(tmp_path / "a.png"))
     assert (pixels[0] == 255).all()
     assert np.abs(pixels[1] - [255, 127, 127]).max() <= 1
 
@@ -246,7 +97,7 @@ def test_palette_transparency_becomes_white(tmp_path: Path) -> None:
     image.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
     image.paste(1, (0, 0, 2, 4))
     image.save(tmp_path / "p.png", transparency=0)
-    pixels = _pixels(load_image(tmp_path / "p.png"))
+    pixels = rgb_array(load_image(tmp_path / "p.png"))
     assert (pixels[:, :2] == RED).all() and (pixels[:, 2:] == 255).all()
 
 
@@ -264,7 +115,7 @@ def test_palette_transparency_becomes_white(tmp_path: Path) -> None:
     ],
 )
 def test_in_memory_modes_convert(mode: str, value: Any, expected: tuple[int, ...]) -> None:
-    pixels = _pixels(load_image(Image.new(mode, (2, 2), value)))
+    pixels = rgb_array(load_image(Image.new(mode, (2, 2), value)))
     assert np.abs(pixels - expected).max() <= 2
 
 
@@ -296,7 +147,7 @@ def test_animation_uses_first_frame(tmp_path: Path, suffix: str) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], lossless=True)
     with Image.open(path) as raw:
         assert getattr(raw, "n_frames", 1) == 3
-    assert np.abs(_pixels(load_image(path)) - RED).max() <= 2
+    assert np.abs(rgb_array(load_image(path)) - RED).max() <= 2
 
 
 # --- generated: inputs and options ---------------------------------------------------------------
@@ -313,7 +164,7 @@ def test_bytes_bytearray_path_and_str_inputs_agree(tmp_path: Path) -> None:
     (tmp_path / "q.jpg").write_bytes(data)
     results = [load_image(s) for s in (data, bytearray(data), tmp_path / "q.jpg")]
     results.append(load_image(str(tmp_path / "q.jpg")))
-    assert all(np.array_equal(_pixels(r), _pixels(results[0])) for r in results)
+    assert all(np.array_equal(rgb_array(r), rgb_array(results[0])) for r in results)
     assert results[0].size == (64, 48)
 
 
@@ -321,7 +172,7 @@ def test_pil_input_is_converted_without_being_modified() -> None:
     source = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     result = load_image(source)
     assert result is not source and source.mode == "RGBA"
-    assert (_pixels(result) == 255).all()
+    assert (rgb_array(result) == 255).all()
     rgb = Image.new("RGB", (4, 4), RED)
     assert load_image(rgb) is not rgb
 
@@ -337,7 +188,7 @@ def test_draft_size_decodes_a_large_jpeg_at_reduced_scale() -> None:
     small = load_image(buffer.getvalue(), draft_size=(300, 200))
     assert small.size == (400, 300)  # 1/4 scale: the largest that keeps both sides >= request
     assert small.info[ORIGINAL_SIZE] == full.info[ORIGINAL_SIZE] == (1600, 1200)
-    assert _mean_diff(small, full.resize(small.size, Image.Resampling.BOX)) < 3
+    assert mean_diff(small, full.resize(small.size, Image.Resampling.BOX)) < 3
 
 
 def test_draft_size_respects_rotation_and_transposes_after_draft(tmp_path: Path) -> None:
@@ -387,20 +238,20 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 def test_zero_byte_file_and_empty_bytes_are_empty(tmp_path: Path) -> None:
     (tmp_path / "zero.jpg").write_bytes(b"")
-    _raise_reason(tmp_path / "zero.jpg", "empty", "zero.jpg: file is empty")
-    _raise_reason(b"", "empty", "<bytes>: no image data")
+    raise_reason(tmp_path / "zero.jpg", "empty", "zero.jpg: file is empty")
+    raise_reason(b"", "empty", "<bytes>: no image data")
 
 
 def test_random_bytes_are_not_an_image() -> None:
     data = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
-    _raise_reason(data, "not-an-image", "<bytes>: not a recognised image format")
+    raise_reason(data, "not-an-image", "<bytes>: not a recognised image format")
 
 
 @pytest.mark.parametrize("progressive", [False, True])
 def test_jpeg_cut_in_half_is_truncated(progressive: bool) -> None:
     data = _jpeg_bytes((256, 256), progressive=progressive)
     assert not ImageFile.LOAD_TRUNCATED_IMAGES
-    _raise_reason(data[: len(data) // 2], "truncated", "image file is truncated")
+    raise_reason(data[: len(data) // 2], "truncated", "image file is truncated")
 
 
 def test_png_cut_short_is_truncated() -> None:
@@ -408,7 +259,7 @@ def test_png_cut_short_is_truncated() -> None:
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), np.uint8)).save(
         buffer, "PNG"
     )
-    _raise_reason(buffer.getvalue()[:-2000], "truncated", "truncated or corrupt")
+    raise_reason(buffer.getvalue()[:-2000], "truncated", "truncated or corrupt")
 
 
 def test_truncated_images_allowed_globally_are_logged(
@@ -422,33 +273,33 @@ def test_truncated_images_allowed_globally_are_logged(
 
 
 def test_huge_header_is_a_bomb_before_any_pixel_is_decoded() -> None:
-    error = _raise_reason(_png_header_only(100_000, 100_000), "decompression-bomb", "PIL refused")
+    error = raise_reason(_png_header_only(100_000, 100_000), "decompression-bomb", "PIL refused")
     assert "MAX_IMAGE_PIXELS" in str(error)
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_header_between_our_cap_and_pils_hard_limit_is_rejected_by_our_check() -> None:
     side = int(MAX_IMAGE_PIXELS**0.5) + 100
-    _raise_reason(_png_header_only(side, side), "decompression-bomb", "exceeds max_pixels=")
+    raise_reason(_png_header_only(side, side), "decompression-bomb", "exceeds max_pixels=")
 
 
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
 def test_pil_bomb_warning_escalated_to_error_is_typed() -> None:
-    _raise_reason(_png_header_only(10_000, 10_000), "decompression-bomb", "decompression bomb")
+    raise_reason(_png_header_only(10_000, 10_000), "decompression-bomb", "decompression bomb")
 
 
 def test_max_pixels_caps_real_images() -> None:
-    _raise_reason(_jpeg_bytes(), "decompression-bomb", "64x48 = 3072 pixels", max_pixels=3000)
+    raise_reason(_jpeg_bytes(), "decompression-bomb", "64x48 = 3072 pixels", max_pixels=3000)
     assert load_image(_jpeg_bytes(), max_pixels=3072).size == (64, 48)
 
 
 def test_zero_sized_pil_image_is_rejected() -> None:
-    _raise_reason(Image.new("RGB", (0, 5)), "not-an-image", "<PIL.Image>: header declares")
+    raise_reason(Image.new("RGB", (0, 5)), "not-an-image", "<PIL.Image>: header declares")
 
 
 def test_directory_and_missing_file_are_unreadable(tmp_path: Path) -> None:
-    _raise_reason(tmp_path, "unreadable", "is a directory")
-    _raise_reason(tmp_path / "nope.jpg", "unreadable", "nope.jpg: no such file")
+    raise_reason(tmp_path, "unreadable", "is a directory")
+    raise_reason(tmp_path / "nope.jpg", "unreadable", "nope.jpg: no such file")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads chmod 000 files anyway")
@@ -457,11 +308,11 @@ def test_unreadable_permissions(tmp_path: Path) -> None:
     path.write_bytes(_jpeg_bytes())
     path.chmod(0)
     try:
-        _raise_reason(path, "unreadable", "permission denied")
+        raise_reason(path, "unreadable", "permission denied")
     finally:
         path.chmod(0o600)
 
 
 def test_recognised_but_undecodable_format_is_unsupported() -> None:
     grib = b"GRIB\x00\x00\x00\x01" + bytes(64)  # PIL identifies GRIB but ships no decoder
-    _raise_reason(grib, "unsupported", "cannot find loader")
+    raise_reason(grib, "unsupported", "cannot find loader")
