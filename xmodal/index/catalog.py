@@ -9,6 +9,7 @@ crash only loses the copy, never the committed file) that is published as the ne
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,7 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal.index import ledger
 from xmodal.index.filters import Filter
+from xmodal.index.ledger import LedgerEntry, RunRecord
+from xmodal.index.pathtext import from_db, to_db
 from xmodal.index.records import Record
 
 SCHEMA = """
@@ -58,6 +62,7 @@ class Catalog:
         self._work_path = work_path
         names = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
         self._has_hash = "content_hash" in names
+        self._has_ledger = ledger.has_tables(conn)
 
     @classmethod
     def open_committed(cls, path: Path | None) -> Catalog:
@@ -85,6 +90,7 @@ class Catalog:
         if "content_hash" not in names:
             conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
         conn.execute(_HASH_INDEX)
+        ledger.create_tables(conn)
         return cls(conn, work_path)
 
     @property
@@ -97,7 +103,7 @@ class Catalog:
         paths = [record.path for record in records]
         replaced = list(self.ids_for_paths(paths).values())
         rows = [
-            (int(i), r.path, r.size, r.mtime, r.caption, r.width, r.height, r.content_hash)
+            (int(i), to_db(r.path), r.size, r.mtime, r.caption, r.width, r.height, r.content_hash)
             for i, r in zip(ids, records, strict=True)
         ]
         with self._transaction():
@@ -122,10 +128,10 @@ class Catalog:
     def ids_for_paths(self, paths: Iterable[str]) -> dict[str, int]:
         """Map the given paths that are catalogued to their ids."""
         found: dict[str, int] = {}
-        for batch in _batches(list(dict.fromkeys(paths))):
+        for batch in _batches([to_db(p) for p in dict.fromkeys(paths)]):
             marks = ",".join("?" * len(batch))
             query = f"SELECT path, id FROM items WHERE path IN ({marks})"
-            found.update(self._conn.execute(query, batch).fetchall())
+            found.update((from_db(p), i) for p, i in self._conn.execute(query, batch))
         return found
 
     def get_records(self, ids: Iterable[int]) -> dict[int, Record]:
@@ -136,12 +142,13 @@ class Catalog:
             columns = _COLUMNS if self._has_hash else _COLUMNS_V1
             query = f"SELECT {columns} FROM items WHERE id IN ({marks})"
             for row in self._conn.execute(query, batch):
-                found[row[0]] = Record(*row[1:])
+                found[row[0]] = Record(from_db(row[1]), *row[2:])
         return found
 
     def ids_where(self, where: Filter) -> np.ndarray:
         """Sorted ids of the rows matching ``where`` (fixed SQL fragments, values as parameters)."""
         sql, params = where.sql()
+        params = [to_db(p) if isinstance(p, str) else p for p in params]
         rows = self._conn.execute(f"SELECT id FROM items WHERE {sql} ORDER BY id", params)
         return np.fromiter((row[0] for row in rows), np.int64)
 
@@ -156,6 +163,40 @@ class Catalog:
             for digest, item_id in self._conn.execute(query + " ORDER BY id", batch):
                 found.setdefault(digest, []).append(item_id)
         return found
+
+    # ----------------------------------------------------------------- ledger and runs
+    def put_ledger(self, entries: Sequence[LedgerEntry]) -> None:
+        """Record inputs' statuses (one row per uri: a newer entry replaces the older)."""
+        with self._transaction():
+            ledger.put_entries(self._conn, [_entry_to_db(e) for e in entries])
+
+    def put_run(self, run: RunRecord) -> None:
+        """Insert or update one run's row."""
+        with self._transaction():
+            ledger.put_run(self._conn, run)
+
+    def ledger_for(self, uris: Iterable[str]) -> dict[str, LedgerEntry]:
+        """Ledger entries of the given uris that have one."""
+        if not self._has_ledger:
+            return {}
+        found = ledger.entries_for(self._conn, (to_db(uri) for uri in uris))
+        return {from_db(uri): _entry_from_db(entry) for uri, entry in found.items()}
+
+    def ledger(self, status: str | None = None, run: int | None = None) -> list[LedgerEntry]:
+        """Ledger entries, optionally of one status and/or one run, sorted by uri."""
+        if not self._has_ledger:
+            return []
+        return [_entry_from_db(e) for e in ledger.select_entries(self._conn, status, run)]
+
+    def ledger_counts(self, run: int) -> dict[str, int]:
+        """How many inputs the run left in each status."""
+        if not self._has_ledger:
+            return dict.fromkeys(ledger.STATUSES, 0)
+        return ledger.status_counts(self._conn, run)
+
+    def runs(self, last: bool = False) -> list[RunRecord]:
+        """Every run, oldest first; only the newest with ``last``."""
+        return ledger.select_runs(self._conn, last) if self._has_ledger else []
 
     def count(self) -> int:
         """Number of rows."""
@@ -185,3 +226,18 @@ class Catalog:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+
+
+def _entry_to_db(entry: LedgerEntry) -> LedgerEntry:
+    """Uri and message as stored: a failure's message names its (maybe non-UTF-8) path."""
+    if entry.uri.isascii() and (entry.message is None or entry.message.isascii()):
+        return entry
+    message = to_db(entry.message) if entry.message is not None else None
+    return dataclasses.replace(entry, uri=to_db(entry.uri), message=message)
+
+
+def _entry_from_db(entry: LedgerEntry) -> LedgerEntry:
+    if entry.uri.isascii() and (entry.message is None or entry.message.isascii()):
+        return entry
+    message = from_db(entry.message) if entry.message is not None else None
+    return dataclasses.replace(entry, uri=from_db(entry.uri), message=message)

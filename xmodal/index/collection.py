@@ -30,10 +30,11 @@ from xmodal.index import autoindex, autoproject, checks
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
+from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
 from xmodal.index.records import Record
-from xmodal.index.vectors import GenerationFiles, VectorStore
+from xmodal.index.vectors import GenerationFiles, IndexBuilder, VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,20 @@ class Collection(CollectionReader):
         return len(present)
 
     @guarded
+    def record(self, entries: Sequence[LedgerEntry], run: RunRecord | None = None) -> None:
+        """Stage ledger entries and a run's row; the next commit publishes them with the rows."""
+        self._require_writable("record inputs")
+        catalog = self._working_catalog()
+        catalog.put_ledger(entries)
+        if run is not None:
+            catalog.put_run(run)
+
+    @guarded
     def commit(self) -> int:
         """Publish staged changes as a new generation; a no-op returning the current one if none."""
         self._require_writable("commit")
+        if self._catalog.editable and not self._store.dirty and not self._index_request:
+            return self._commit_catalog()
         previous = self._store.projection
         try:
             self._store.use_projection(autoproject.plan(self._requested(), self._store))
@@ -199,6 +211,14 @@ class Collection(CollectionReader):
             autoindex.check_factory(dim, index_key)
         self._index_request = request
 
+    def use_index_builder(self, builder: IndexBuilder | None) -> None:
+        """Fill rebuilt indexes with ``builder`` in this handle (None: in-process, the default).
+
+        A builder gets (dim, factory, ids, rows) and returns the filled id-mapped index; the
+        distributed pipeline uses one that adds parts in parallel and merges them.
+        """
+        self._store.builder = builder
+
     def _requested(self) -> dict[str, Any]:
         return self._manifest | (self._index_request or {})
 
@@ -243,6 +263,19 @@ class Collection(CollectionReader):
         self._index_request = None
         self._catalog = Catalog.open_committed(catalog_path)
         self._store.switch_to(files)
+
+    def _commit_catalog(self) -> int:
+        """Publish a catalog-only change (ledger rows): the manifest lists the same vector files."""
+        generation = self.generation + 1
+        catalog_path = self._dir / mf.generation_file("catalog", generation)
+        mf.publish(self._catalog.finish(), catalog_path)
+        manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
+        mf.write_manifest(self._dir, manifest)
+        self._manifest = manifest
+        self._catalog = Catalog.open_committed(catalog_path)
+        with contextlib.suppress(OSError):  # leftovers are swept again by the next writer
+            gens.sweep(self._dir, self._manifest)
+        return generation
 
     def _working_catalog(self) -> Catalog:
         """The editable copy of the catalog, made on the first change after open or commit."""

@@ -118,7 +118,7 @@ def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
     mf.verify_files(directory, files)
     factory = autoindex.factory_of(manifest)
     store = VectorStore(manifest["dim"], factory)
-    if files:
+    if "index" in files:  # a collection with a ledger but no vectors yet has a catalog only
         paths = {role: directory / entry["name"] for role, entry in files.items()}
         vector_files = GenerationFiles(
             paths["index"], paths["embeddings"], paths["ids"], paths.get("projection")
@@ -191,6 +191,12 @@ def next_manifest(
         "checksum": mf.CHECKSUM_ALGORITHM,
         "files": {role: mf.describe_file(path) for role, path in paths.items()},
     }
+
+
+def catalog_manifest(manifest: dict[str, Any], generation: int, catalog: Path) -> dict[str, Any]:
+    """The manifest of ``generation`` when only the catalog changed: other files carry over."""
+    files = dict(manifest["files"]) | {"catalog": mf.describe_file(catalog)}
+    return manifest | {"generation": generation, "updated": now(), "files": files}
 
 
 def describe(directory: Path, manifest: dict[str, Any]) -> CollectionInfo:

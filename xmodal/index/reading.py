@@ -18,6 +18,7 @@ from xmodal.index import checks
 from xmodal.index import generations as gens
 from xmodal.index.filters import Filter, as_filter
 from xmodal.index.generations import CollectionInfo
+from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.records import Hit, Record
 from xmodal.index.subset import search_subset
 
@@ -117,6 +118,36 @@ class CollectionReader:
         if self._store.dim is None:
             return np.zeros(0, np.int64), np.zeros((0, 0), np.float16)
         return self._store.raw_embeddings()
+
+    @guarded
+    def ledger(self, status: str | None = None, run: int | None = None) -> list[LedgerEntry]:
+        """What batch runs made of each input, by uri: optionally one status and/or run id.
+
+        ``status`` is indexed, unchanged, failed or skipped; every entry carries the id of the
+        run that last saw its input (see ``runs``).
+        """
+        return self._catalog.ledger(status, run)
+
+    @guarded
+    def ledger_for(self, uris: Iterable[str]) -> dict[str, LedgerEntry]:
+        """Ledger entries of the given uris that have one."""
+        return self._catalog.ledger_for(uris)
+
+    @guarded
+    def ledger_counts(self, run: int) -> dict[str, int]:
+        """Inputs per status that run ``run`` was the last to see."""
+        return self._catalog.ledger_counts(run)
+
+    @guarded
+    def runs(self) -> list[RunRecord]:
+        """Every batch run recorded in this collection, oldest first."""
+        return self._catalog.runs()
+
+    @guarded
+    def last_run(self) -> RunRecord | None:
+        """The newest batch run (finished or interrupted), or None."""
+        found = self._catalog.runs(last=True)
+        return found[0] if found else None
 
     @guarded
     def info(self) -> CollectionInfo:

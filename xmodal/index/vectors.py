@@ -15,6 +15,7 @@ fitted (the first commit) are searched in the full-dimension space.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,9 @@ from xmodal.index.projection import Projection
 
 log = logging.getLogger(__name__)
 _COPY_ROWS = 65536
+
+# (index dim, factory string, ids, float32 rows in the index's space) -> a filled id-mapped index.
+IndexBuilder = Callable[[int, str, np.ndarray, np.ndarray], faiss.IndexIDMap2]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class VectorStore:
         self._removed: set[int] = set()  # committed ids removed by this handle
         self._unapplied: set[int] = set()  # removed ids the index could not drop
         self._stale = False  # the factory string changed: rebuild from the rows at commit
+        self.builder: IndexBuilder | None = None  # how _rebuild fills an index; None: in-process
         self.projection: Projection | None = None
         if dim is not None:
             self.index = faiss_index.new_index(dim, index_key)
@@ -232,9 +237,13 @@ class VectorStore:
         ids = np.concatenate([self._ids[keep], staged_ids])
         vectors = np.concatenate([self._vectors[keep].astype(np.float32), staged])
         log.info("rebuilding FAISS index %s over %d vectors", self.index_key, len(ids))
-        index = faiss_index.new_index(self.index_dim or self.dim, self.index_key)
-        faiss_index.fill(index, ids, self.project(vectors), self.index_key)
-        self.index = index
+        dim, rows = self.index_dim or self.dim, self.project(vectors)
+        if self.builder is not None:
+            index = self.builder(dim, self.index_key, ids, rows)
+        else:
+            index = faiss_index.new_index(dim, self.index_key)
+            faiss_index.fill(index, ids, rows, self.index_key)
+        self.index = index  # only once built: a failed training keeps the previous index
         self._unapplied.clear()
         self._stale = False
 

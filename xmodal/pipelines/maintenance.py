@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,27 +23,40 @@ import numpy as np
 
 from xmodal.index import Collection, Record
 from xmodal.index.filters import Clause, Filter
-from xmodal.pipelines.sources import Item
+from xmodal.pipelines.sources import Item, Span
 
 log = logging.getLogger(__name__)
 _READ = 1 << 20
 _BATCH = 10_000
 
 
-def file_hash(path: str | os.PathLike) -> str | None:
-    """Hex blake2b-128 of the file's bytes; None when it cannot be read (decoding reports why)."""
+def file_hash(source: str | os.PathLike | Span) -> str | None:
+    """Hex blake2b-128 of a file's bytes, or of a span's (a tar member).
+
+    None when it cannot be read or is not a regular file (decoding reports why).
+    """
     digest = hashlib.blake2b(digest_size=16)
+    span = source if isinstance(source, Span) else None
+    path = span.path if span else source
+    left = span.length if span else None  # None: to the end of the file
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None  # reading a fifo would block the run
         with open(path, "rb") as handle:
-            while block := handle.read(_READ):
+            handle.seek(span.offset if span else 0)
+            while left is None or left > 0:
+                block = handle.read(_READ if left is None else min(_READ, left))
+                if not block:
+                    break
                 digest.update(block)
-    except OSError:
+                left = None if left is None else left - len(block)
+    except (OSError, ValueError):
         return None
     return digest.hexdigest()
 
 
 def with_hashes(items: Iterable[Item]) -> list[Item]:
-    return [replace(item, content_hash=file_hash(item.uri)) for item in items]
+    return [replace(item, content_hash=file_hash(item.source)) for item in items]
 
 
 def reuse_stored(collection: Collection, items: Sequence[Item]) -> tuple[list[Item], int]:
@@ -87,13 +101,14 @@ def _stored_rows(collection: Collection, wanted: list[int]) -> dict[int, np.ndar
 
 
 def ids_under(collection: Collection, paths: Iterable[str | os.PathLike]) -> np.ndarray:
-    """Ids of items at the given paths or anywhere under them as folders."""
+    """Ids of items at the given paths, anywhere under them as folders, or in them as shards."""
     found: list[np.ndarray] = [np.zeros(0, np.int64)]
     for raw in paths:
         path = str(Path(raw).expanduser().resolve())
         found.append(collection.ids_where(Filter((Clause("path", "=", path),))))
         prefix = path if path.endswith("/") else path + "/"
         found.append(collection.ids_where(Filter((Clause("path", "^=", prefix),))))
+        found.append(collection.ids_where(Filter((Clause("path", "^=", path + "::"),))))
     return np.unique(np.concatenate(found))
 
 
@@ -113,4 +128,6 @@ def prune_missing(collection: Collection, sources: Iterable[str | os.PathLike]) 
 
 
 def _exists(path: str) -> bool:
-    return os.path.lexists(path)
+    # A tar member's uri is ``shard.tar::member``: it counts as present while its shard is.
+    shard, member, _ = path.partition("::")
+    return os.path.lexists(path) or (bool(member) and os.path.isfile(shard))

@@ -7,11 +7,14 @@ window so memory stays flat however many items stream through. Every input comes
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +22,11 @@ import numpy as np
 from xmodal.encoders.preprocess import Preparer
 from xmodal.errors import ImageDecodeError
 from xmodal.images import ORIGINAL_SIZE
+from xmodal.pipelines.sources import Span
 
+log = logging.getLogger(__name__)
 _PREPARER: Preparer | None = None
+_BYTES = "<bytes>"  # the name decoding gives to in-memory input
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,19 +44,38 @@ class Prepared:
 def _init(preparer: Preparer) -> None:
     global _PREPARER
     _PREPARER = preparer
+    # Ctrl-C is the parent's to handle: a worker dying of it would look like a decoder crash.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def prepare_one(uri: str, preparer: Preparer | None = None) -> Prepared:
-    """Run the model's preparer on one file; a bad file becomes a failed Prepared."""
+def prepare_one(source: str | Span, preparer: Preparer | None = None) -> Prepared:
+    """Run the model's preparer on one file or span (``Item.source``); failures are recorded.
+
+    A span's bytes go through the same decoding as a file's; ``Prepared.uri`` is then the
+    span's ``shard::member`` name.
+    """
     preparer = preparer or _PREPARER
+    uri = str(source)
     try:
-        image = preparer.load(uri)
+        image = preparer.load(_span_bytes(source) if isinstance(source, Span) else source)
         width, height = image.info.get(ORIGINAL_SIZE, image.size)
         return Prepared(uri, preparer.preprocess(image), width=width, height=height)
     except ImageDecodeError as exc:
-        return Prepared(uri, None, exc.reason, str(exc))
+        message = str(exc)
+        if exc.source == _BYTES:  # name the span instead of "<bytes>"
+            message = f"{uri}: {message.removeprefix(_BYTES + ': ')}"
+        return Prepared(uri, None, exc.reason, message)
     except Exception as exc:  # a decoder bug must cost one file, not the run
         return Prepared(uri, None, "error", f"{uri}: {type(exc).__name__}: {exc}")
+
+
+def _span_bytes(span: Span) -> bytes:
+    try:
+        return span.read()
+    except OSError as exc:
+        raise ImageDecodeError(
+            "unreadable", f"cannot read: {exc.strerror or exc}", str(span)
+        ) from exc
 
 
 def usable_cores() -> int:
@@ -70,29 +95,110 @@ def default_workers(device: str) -> int:
     return 0 if cores <= 4 else cores // 4
 
 
-def make_pool(preparer: Preparer, workers: int) -> Executor | None:
+class DecodePool:
+    """Worker processes holding the preparer; restarted when one of them dies.
+
+    A worker that dies (a decoder segfault, ``os._exit``, the OOM killer) breaks a
+    ``ProcessPoolExecutor`` for every item in flight; ``prepare_stream`` then restarts the pool
+    and retries those items one at a time, so only the item that kills a worker again is lost.
+    """
+
+    def __init__(self, preparer: Preparer, workers: int) -> None:
+        self._preparer = preparer
+        self._workers = workers
+        self._executor = self._start()
+        self.restarts = 0
+
+    def _start(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+        return ProcessPoolExecutor(
+            self._workers, mp_context=context, initializer=_init, initargs=(self._preparer,)
+        )
+
+    def submit(self, source: object) -> Future[Prepared]:
+        """Prepare one input in a worker; a pool found broken gives a future that says so."""
+        try:
+            return self._executor.submit(prepare_one, source)
+        except BrokenProcessPool as exc:  # a worker died since the last result was taken
+            future: Future[Prepared] = Future()
+            future.set_exception(exc)
+            return future
+
+    def restart(self) -> None:
+        """Replace a broken pool by a fresh one (its workers are already gone or going)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._start()
+        self.restarts += 1
+
+    def shutdown(self, cancel_futures: bool = True) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=cancel_futures)
+
+
+def make_pool(preparer: Preparer, workers: int) -> DecodePool | None:
     """A process pool whose workers hold ``preparer``; None means prepare inline."""
     if workers <= 0:
         return None
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_init, initargs=(preparer,))
+    return DecodePool(preparer, workers)
 
 
 def prepare_stream(
-    uris: Iterable[str],
+    sources: Iterable[object],
     preparer: Preparer,
-    pool: Executor | None,
+    pool: DecodePool | None,
     window: int,
 ) -> Iterator[Prepared]:
-    """Yield one Prepared per uri, in input order, with at most ``window`` in flight."""
+    """Yield one Prepared per source, in input order, with at most ``window`` in flight.
+
+    A worker crash costs only the input that causes it: that input comes back failed with
+    reason ``worker-crash`` and every other input in flight is prepared again.
+    """
     if pool is None:
-        for uri in uris:
-            yield prepare_one(uri, preparer)
+        for source in sources:
+            yield prepare_one(source, preparer)
         return
-    pending: deque[Future[Prepared]] = deque()
-    for uri in uris:
-        pending.append(pool.submit(prepare_one, uri))
+    pending: deque[tuple[object, Future[Prepared]]] = deque()
+    for source in sources:
+        pending.append((source, pool.submit(source)))
         if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
+            yield from _take(pending, pool, 1)
+    yield from _take(pending, pool, len(pending))
+
+
+def _take(
+    pending: deque[tuple[object, Future[Prepared]]], pool: DecodePool, n: int
+) -> Iterator[Prepared]:
+    """The next ``n`` results; after a crash, every result in flight (retried one by one)."""
+    for _ in range(n):
+        source, future = pending.popleft()
+        try:
+            yield future.result()
+        except BrokenProcessPool:
+            in_flight = [(source, future), *pending]
+            pending.clear()
+            log.warning("a decoding process died; retrying %d inputs one by one", len(in_flight))
+            pool.restart()
+            for again, earlier in in_flight:
+                yield _finished(earlier) or _alone(again, pool)
+            return
+
+
+def _finished(future: Future[Prepared]) -> Prepared | None:
+    """The result of a future that completed before the pool broke, else None."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        return future.result()
+    return None
+
+
+def _alone(source: object, pool: DecodePool) -> Prepared:
+    """Prepare one input with nothing else in flight: a crash now is this input's doing."""
+    try:
+        return pool.submit(source).result()
+    except BrokenProcessPool:
+        pool.restart()
+        log.warning("decoding %s killed its worker process; recorded as failed", source)
+        return Prepared(
+            str(source),
+            None,
+            "worker-crash",
+            f"{source}: the decoding process died on this input (decoder crash or out of memory)",
+        )
