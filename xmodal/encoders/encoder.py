@@ -22,6 +22,15 @@ from xmodal.encoders.preprocess import (
     Preparer,
     pipeline_from_processor,
 )
+from xmodal.encoders.representation import (
+    EMBEDDING,
+    Representation,
+    check_supported,
+    image_features,
+    parse_representation,
+    text_features,
+    tower_config,
+)
 from xmodal.encoders.spec import EncoderSpec
 from xmodal.errors import ModelLoadError
 
@@ -34,8 +43,10 @@ _PAD_TO_MAX_LENGTH = {"siglip", "siglip2"}
 class Encoder:
     """A loaded image/text dual encoder.
 
-    Every ``encode_*`` method returns float32 rows, L2-normalised, in input order. No torch
-    tensor crosses this boundary. Build one with :func:`load_encoder`.
+    Every ``encode_*`` method returns float32 rows in input order: by default the shared-space
+    embedding, L2-normalised; ``representation`` selects a tower's inner features instead
+    (:mod:`xmodal.encoders.representation`). No torch tensor crosses this boundary. Build one
+    with :func:`load_encoder`.
     """
 
     def __init__(
@@ -58,14 +69,30 @@ class Encoder:
         """RGB image -> float32 (3, H, W) pixel array, exactly as the model expects it."""
         return self.preparer.preprocess(image)
 
-    def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
-        """A (n, 3, H, W) float32 batch from :meth:`preprocess` -> (n, dim) embeddings."""
+    def feature_dim(
+        self, representation: str | Representation = EMBEDDING, modality: str = "image"
+    ) -> int:
+        """Width of the rows ``representation`` gives for ``modality`` ("image" or "text")."""
+        chosen = parse_representation(representation)
+        if chosen.kind == "embedding":
+            return self.spec.dim
+        check_supported(self.model, chosen, modality)
+        return int(tower_config(self.model, modality).hidden_size)
+
+    def encode_pixels(
+        self, batch: np.ndarray, *, representation: str | Representation = EMBEDDING
+    ) -> np.ndarray:
+        """A (n, 3, H, W) float32 batch from :meth:`preprocess` -> (n, dim) rows."""
+        chosen = parse_representation(representation)
         if len(batch) == 0:
-            return np.zeros((0, self.spec.dim), dtype=np.float32)
+            return np.zeros((0, self.feature_dim(chosen, "image")), dtype=np.float32)
         pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():
             pixels = pixels.to(self._device, self._dtype)
-            return _normalised(self.model.get_image_features(pixel_values=pixels))
+            if chosen.kind == "embedding":
+                return _normalised(self.model.get_image_features(pixel_values=pixels))
+            check_supported(self.model, chosen, "image")
+            return image_features(self.model, pixels, chosen).cpu().numpy()
 
     def encode_images(
         self,
@@ -74,19 +101,21 @@ class Encoder:
         batch_size: int = 32,
         progress: bool | None = None,
         threads: int | None = None,
+        representation: str | Representation = EMBEDDING,
     ) -> np.ndarray:
         """Decode, preprocess and embed images; decoding overlaps with model compute.
 
         Decoding and preprocessing run in a thread pool (PIL releases the GIL while it decodes
         and resizes) one batch ahead of the model.
         """
-        out = np.zeros((len(images), self.spec.dim), dtype=np.float32)
+        chosen = parse_representation(representation)
+        out = np.zeros((len(images), self.feature_dim(chosen, "image")), dtype=np.float32)
         if threads is None:  # on a CPU the model needs the cores; one decoder thread suffices
             threads = 1 if self._device.type == "cpu" else min(8, os.cpu_count() or 1)
         bar = tqdm(total=len(images), unit="img", disable=_quiet(progress, len(images), batch_size))
         with ThreadPoolExecutor(threads) as pool, bar:
             for start, pixels in self._prefetch(images, batch_size, pool):
-                out[start : start + len(pixels)] = self.encode_pixels(pixels)
+                out[start : start + len(pixels)] = self.encode_pixels(pixels, representation=chosen)
                 bar.update(len(pixels))
         return out
 
@@ -107,31 +136,48 @@ class Encoder:
     # -- texts --------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenise the way the model family was trained; long texts are truncated."""
+        return self._tokenize(texts)[0]
+
+    def _tokenize(self, texts: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The model's inputs, and the mask of real (unpadded) tokens."""
         padding = "max_length" if self.spec.text_padding == "max_length" else True
         tokens = self.processor.tokenizer(
             list(texts),
             padding=padding,
             truncation=True,
             max_length=self.spec.text_max_length,
+            return_attention_mask=True,
             return_tensors="pt",
         )
-        return {k: v for k, v in tokens.items() if k in self._text_keys}
+        inputs = {k: v for k, v in tokens.items() if k in self._text_keys}
+        if "attention_mask" not in self.processor.tokenizer.model_input_names:
+            inputs.pop("attention_mask", None)  # as the family was trained (SigLIP: no mask)
+        return inputs, tokens["attention_mask"]
 
     def encode_texts(
-        self, texts: Sequence[str], *, batch_size: int = 256, progress: bool | None = None
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = 256,
+        progress: bool | None = None,
+        representation: str | Representation = EMBEDDING,
     ) -> np.ndarray:
         """Embed texts. Batches are formed by length so padding stays short."""
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of strings; wrap a single query in [ ]")
-        out = np.zeros((len(texts), self.spec.dim), dtype=np.float32)
+        chosen = parse_representation(representation)
+        out = np.zeros((len(texts), self.feature_dim(chosen, "text")), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         bar = tqdm(total=len(texts), unit="text", disable=_quiet(progress, len(texts), batch_size))
         with bar, torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 rows = order[start : start + batch_size]
-                tokens = self.tokenize([texts[i] for i in rows])
+                tokens, mask = self._tokenize([texts[i] for i in rows])
                 tokens = {k: v.to(self._device) for k, v in tokens.items()}
-                out[rows] = _normalised(self.model.get_text_features(**tokens))
+                if chosen.kind == "embedding":
+                    out[rows] = _normalised(self.model.get_text_features(**tokens))
+                else:
+                    out[rows] = text_features(self.model, tokens, mask, chosen).cpu().numpy()
                 bar.update(len(rows))
         return out
 

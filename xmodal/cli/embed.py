@@ -1,0 +1,106 @@
+"""``xmodal embed``: image and/or text features written to a folder, for training elsewhere."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed", help="write image/text embeddings (or inner features) as .npy or parquet"
+    )
+    p.add_argument("sources", nargs="*", help="image files, folders, @lists, tar shards, tables")
+    p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
+    add_model_args(p)
+    from xmodal.cli.parser import source_args  # parser imports this module: import late
+
+    source_args(p)
+    p.add_argument(
+        "--modality", default="image", choices=["image", "text", "both"], help="default image"
+    )
+    add_representation_arg(p)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--format", default="npy", choices=["npy", "parquet"], help="default npy")
+    p.add_argument(
+        "--pca",
+        metavar="N",
+        help="reduce to N dims (or a share of variance, e.g. 0.95; ':whiten' to whiten) with a "
+        "PCA fitted on the produced rows; its parameters are saved as *_pca.npz",
+    )
+    p.add_argument(
+        "--texts", metavar="FILE", help="texts to embed: one per line, or a csv/jsonl/parquet"
+    )
+    p.add_argument("--text-column", help="the texts file's column (default text/caption/...)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_embed)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    from xmodal.cli.commands import DEFAULT_MODEL
+
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="model precision",
+    )
+
+
+def add_representation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--representation",
+        "--layer",
+        default="embedding",
+        metavar="REP",
+        help="embedding (shared space, L2-normalised; default), pooled (the tower's pooled "
+        "output before the projection) or hidden:N (layer N mean-pooled; negative from the end)",
+    )
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from xmodal.encoders import load_encoder
+    from xmodal.encoders.representation import parse_representation
+    from xmodal.pipelines.embed import EmbedConfig, check_config, embed_to_dir
+    from xmodal.pipelines.sources import SourcePolicy
+
+    config = EmbedConfig(
+        modality=args.modality,
+        representation=str(parse_representation(args.representation)),
+        dtype=args.dtype,
+        format=args.format,
+        pca=args.pca,
+        texts_file=args.texts,
+        text_column=args.text_column,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        policy=SourcePolicy(
+            include_hidden=args.hidden,
+            follow_links=args.follow_links,
+            path_column=args.path_column,
+            caption_column=args.caption_column,
+        ),
+    )
+    check_config(config)  # before the model loads: argument mistakes fail fast
+    encoder = load_encoder(args.model, device=args.device, precision=args.precision)
+    report = embed_to_dir(encoder, args.sources, args.out, config)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    for dropped in report.first_failures:
+        if dropped.status == "failed":
+            print(f"failed: {dropped.message}", file=sys.stderr)
+    if report.failed > len(report.first_failures):
+        print(f"... all failures: {args.out / 'failures.jsonl'}", file=sys.stderr)
+    print(report.summary())
+    for output in report.outputs:
+        print(f"{output.modality}: {output.rows} x {output.dim} -> {', '.join(output.files)}")
+    return 0
