@@ -1,14 +1,13 @@
 """What the app does for a query, as plain functions: no Gradio here.
 
-The Gradio layout (``ui.py``) and a later HTTP API both call these, so validation, error wording
-and labels live in one place. Every function that talks to the retriever turns failures into a
-message for the user; none lets a traceback reach a page.
+The Gradio layout (``ui.py``) and the HTTP API (``api.py``) both call these, so validation,
+error wording and labels live in one place. Every function that talks to the retriever turns
+failures into a message for the user; none lets a traceback reach a page.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Protocol
@@ -16,8 +15,23 @@ from typing import Any, Protocol
 from PIL import Image
 
 from xmodal.app.config import AppConfig
+from xmodal.app.query import QueryError, RawQuery, SearchQuery, parse_query
 from xmodal.errors import XmodalError
 from xmodal.index.records import Hit
+
+__all__ = [
+    "QueryError",
+    "RawQuery",
+    "RetrieverLike",
+    "SearchOutcome",
+    "SearchQuery",
+    "describe_collection",
+    "find",
+    "gallery_items",
+    "hit_label",
+    "parse_query",
+    "run_search",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,27 +49,16 @@ class RetrieverLike(Protocol):
         text: str | None = None,
         image: Any = None,
         *,
+        negative: str | None = None,
+        image_weight: float = 0.5,
         k: int = 10,
         threshold: float | None = None,
+        where: Any = None,
     ) -> list[Hit]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
     def load_thumbnail(self, hit_id: int, max_side: int = 512) -> Image.Image: ...
-
-
-class QueryError(XmodalError):
-    """A query from the UI or the API is empty or malformed."""
-
-
-@dataclass(frozen=True, slots=True)
-class SearchQuery:
-    """A validated query: at least one of ``text`` and ``image``; ``k`` within the app's bounds."""
-
-    text: str | None
-    image: Image.Image | None
-    k: int
-    threshold: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,65 +74,25 @@ class SearchOutcome:
     ok: bool
 
 
-def parse_query(
-    text: str | None,
-    image: Any,
-    k: Any,
-    threshold: Any,
-    config: AppConfig,
-) -> SearchQuery:
-    """Check and normalise raw widget (or API) values; raise ``QueryError`` with what to fix.
+def find(
+    retriever: RetrieverLike, raw: RawQuery, config: AppConfig
+) -> tuple[SearchQuery, list[Hit]]:
+    """Check ``raw`` and search; raises ``XmodalError`` with a message meant for the user.
 
-    ``image`` is an upload path, raw bytes or a PIL image; paths and bytes are decoded with the
-    same policy as indexing (``xmodal.images.load_image``) and capped at ``max_upload_pixels``.
+    The one path from raw values to hits: the page, the JSON API and the clip-retrieval
+    protocol all come through here.
     """
-    text = (text or "").strip() or None
-    if text is None and image is None:
-        raise QueryError("Type a description or upload an image to search.")
-    if text is not None and len(text) > config.max_text_chars:
-        raise QueryError(
-            f"The description has {len(text):,} characters; shorten it to "
-            f"{config.max_text_chars:,} or fewer."
-        )
-    return SearchQuery(
-        text=text,
-        image=None if image is None else _decode_upload(image, config),
-        k=_parse_k(k, config.max_k),
-        threshold=_parse_threshold(threshold),
+    query = parse_query(raw, config)
+    hits = retriever.search(
+        text=query.text,
+        image=query.image,
+        negative=query.negative,
+        image_weight=query.image_weight,
+        k=query.k,
+        threshold=query.threshold,
+        where=query.where,
     )
-
-
-def _parse_k(k: Any, max_k: int) -> int:
-    try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise QueryError(f"The number of results must be a number from 1 to {max_k}.") from None
-    if not math.isfinite(value):
-        raise QueryError(f"The number of results must be a number from 1 to {max_k}.")
-    return min(max(round(value), 1), max_k)
-
-
-def _parse_threshold(threshold: Any) -> float | None:
-    if threshold is None or (isinstance(threshold, str) and not threshold.strip()):
-        return None
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        raise QueryError("The minimum score must be a number, or left empty.") from None
-    return value if math.isfinite(value) else None
-
-
-def _decode_upload(image: Any, config: AppConfig) -> Image.Image:
-    if isinstance(image, Image.Image):
-        if image.width * image.height > config.max_upload_pixels:
-            raise QueryError(
-                f"The image has {image.width}x{image.height} pixels; the limit is "
-                f"{config.max_upload_pixels:,} pixels. Upload a smaller image."
-            )
-        return image.convert("RGB")
-    from xmodal.images import load_image  # lazy: the app imports without the decoding stack
-
-    return load_image(image, max_pixels=config.max_upload_pixels)
+    return query, hits
 
 
 def hit_label(hit: Hit, caption_chars: int = 120) -> str:
@@ -172,24 +135,14 @@ def gallery_items(
     return items, missing
 
 
-def run_search(
-    retriever: RetrieverLike,
-    text: str | None,
-    image: Any,
-    k: Any,
-    threshold: Any,
-    config: AppConfig,
-) -> SearchOutcome:
-    """Parse, search and render one query; never raises.
+def run_search(retriever: RetrieverLike, raw: RawQuery, config: AppConfig) -> SearchOutcome:
+    """Parse, search and render one query for the page; never raises.
 
     ``XmodalError`` messages are meant for users and are shown as they are; anything else is
     logged with its traceback and shown as a generic line, so internals never reach the page.
     """
     try:
-        query = parse_query(text, image, k, threshold, config)
-        hits = retriever.search(
-            text=query.text, image=query.image, k=query.k, threshold=query.threshold
-        )
+        query, hits = find(retriever, raw, config)
         items, missing = gallery_items(retriever, hits, config)
     except XmodalError as exc:
         return SearchOutcome(items=(), hits=(), message=str(exc), ok=False)

@@ -1,0 +1,142 @@
+"""A real headless Chromium types a query into the page and sees result images.
+
+Needs Debian's ``chromium`` and ``chromedriver`` (or ``$XMODAL_CHROMIUM`` /
+``$XMODAL_CHROMEDRIVER``) and selenium (``pip install 'xmodal[browser]'``); skipped otherwise.
+Screenshots go to the test's tmp folder and to ``tests/output/`` (ignored by git).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from app_helpers import TOKEN, build_photo_collection, free_port
+
+from xmodal.app import AppConfig
+
+pytestmark = pytest.mark.slow
+
+OUTPUT = Path(__file__).resolve().parent / "output"
+
+
+def _browser_paths() -> tuple[str, str]:
+    chromium = os.environ.get("XMODAL_CHROMIUM") or shutil.which("chromium") or ""
+    driver = os.environ.get("XMODAL_CHROMEDRIVER") or shutil.which("chromedriver") or ""
+    if not chromium or not driver:
+        pytest.skip(
+            "headless browser test needs chromium and chromedriver on PATH "
+            "(Debian: apt-get install chromium chromium-driver)"
+        )
+    return chromium, driver
+
+
+@pytest.fixture
+def browser():
+    chromium, driver_path = _browser_paths()
+    webdriver = pytest.importorskip(
+        "selenium.webdriver", reason="selenium is missing: pip install 'xmodal[browser]'"
+    )
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download drivers
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+        "--no-first-run",
+        "--disable-background-networking",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def _result_images(driver) -> list:
+    from selenium.webdriver.common.by import By
+
+    images = driver.find_elements(By.CSS_SELECTOR, "#results img")
+    loaded = driver.execute_script(
+        "return arguments[0].filter(i => i.complete && i.naturalWidth > 0).length", images
+    )
+    return images if loaded == len(images) else []
+
+
+def _selected_file_name(driver) -> str:
+    """The file name in the selected result's caption line ('0.114 · name.jpg · caption')."""
+    from selenium.webdriver.common.by import By
+
+    for element in driver.find_elements(By.CSS_SELECTOR, "#selected ~ * p, #selected + * p"):
+        parts = element.text.split(" · ")
+        if len(parts) >= 2:
+            return parts[1]
+    return ""
+
+
+def _first_result_caption(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    text = driver.find_element(By.CSS_SELECTOR, "#results").text
+    if "processing" in text:
+        return ""
+    lines = [line for line in text.splitlines() if " · " in line]
+    return lines[0].split(" · ")[1] if lines else ""
+
+
+def _save(driver, tmp_path: Path, name: str) -> Path:
+    shot = tmp_path / name
+    driver.save_screenshot(str(shot))
+    OUTPUT.mkdir(exist_ok=True)
+    shutil.copyfile(shot, OUTPUT / name)
+    return shot
+
+
+def test_typed_query_shows_result_images(
+    browser, tiny_clip_dir, captioned_photos, tmp_path, monkeypatch
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xmodal.app import launch
+
+    retriever = build_photo_collection(tiny_clip_dir, captioned_photos[:12], tmp_path / "c")
+    server = launch(
+        retriever, port=free_port(), block=False, config=AppConfig(default_k=8, auth_token=TOKEN)
+    )
+    try:
+        browser.get(server.url)  # no token: refused
+        assert "needs an access token" in browser.page_source
+        browser.get(f"{server.url}?token={TOKEN}")  # sets the cookie, then loads the page
+        wait = WebDriverWait(browser, 60)
+        box = wait.until(
+            lambda d: d.find_element(By.CSS_SELECTOR, "#query-text input, #query-text textarea")
+        )
+        assert "token=" not in browser.current_url
+        box.send_keys("a photo of a dog", Keys.ENTER)
+        images = wait.until(lambda d: _result_images(d) or False)
+        shot = _save(browser, tmp_path, "browser-search.png")
+        assert len(images) == 8
+        assert "8 results" in browser.find_element(By.TAG_NAME, "body").text
+        assert shot.stat().st_size > 10_000
+
+        images[1].click()  # the larger view, then "more like this" on it
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#selected img"))
+        chosen = wait.until(lambda d: _selected_file_name(d))
+        browser.find_element(By.CSS_SELECTOR, "#more-like-this").click()
+        # Searching by its own image, the chosen photo comes back first.
+        wait.until(lambda d: _first_result_caption(d).endswith(chosen))
+        wait.until(lambda d: len(_result_images(d)) == 8)
+        _save(browser, tmp_path, "browser-more-like-this.png")
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert "8 results" in body and "Error" not in body
+    finally:
+        server.close()
+        retriever.collection.close()
