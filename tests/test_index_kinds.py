@@ -72,6 +72,24 @@ def test_hnsw_removal_is_filtered_then_rebuilt(tmp_path):
         )
 
 
+def test_ivf_removal_keeps_every_other_id_right(tmp_path):
+    # IVF keeps its internal ids on removal while IndexIDMap2 compacts its map: removing through
+    # the map would hand later rows their neighbours' ids.
+    vectors = unit_rows(1200)
+    with Collection.create(tmp_path / "c", SPEC, index_key="IVF8,Flat") as col:
+        ids = col.add(vectors, recs(1200))
+        col.commit()
+        col.remove(ids[:10])
+        col.commit()
+    with Collection.open(tmp_path / "c") as col:
+        assert col.count == 1190
+        top = [row[0].id for row in col.search(vectors[10:60], k=1)]
+        assert top == ids[10:60].tolist()
+        assert not {h.id for row in col.search(vectors[:10], k=3) for h in row} & set(
+            ids[:10].tolist()
+        )
+
+
 @pytest.mark.parametrize(
     ("key", "message"),
     [

@@ -39,9 +39,24 @@ def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
 
 def fill(index: faiss.IndexIDMap2, ids: np.ndarray, vectors: np.ndarray, index_key: str) -> None:
     """Train ``index`` if its factory needs it (on exactly these vectors), then add them."""
+    train(index, vectors, index_key)
+    if len(vectors) and index.is_trained:
+        index.add_with_ids(vectors, ids)
+
+
+def train(index: faiss.Index, vectors: np.ndarray, index_key: str) -> None:
+    """Train ``index`` on ``vectors`` unless it needs no training (or there is nothing yet)."""
     if not index.is_trained:
         if len(vectors) == 0:
             return  # nothing to learn from; stays untrained until vectors arrive
+        if "OPQ" in index_key and len(vectors) < index.d:
+            # FAISS 1.15 aborts the process (memory corruption) training OPQ on fewer rows than
+            # dimensions, so this is refused before FAISS sees it.
+            raise CollectionError(
+                f"index_key {index_key!r} needs at least {index.d} vectors to train its OPQ "
+                f"rotation, got {len(vectors)}; add more items first or use 'ivf-flat', 'hnsw' "
+                "or 'Flat'"
+            )
         log.info("training FAISS index %s on %d vectors", index_key, len(vectors))
         try:
             index.train(vectors)
@@ -51,14 +66,20 @@ def fill(index: faiss.IndexIDMap2, ids: np.ndarray, vectors: np.ndarray, index_k
                 f"({_reason(exc)}); add more items before committing or create the collection with "
                 "index_key='Flat'"
             ) from exc
-    if len(vectors):
-        index.add_with_ids(vectors, ids)
 
 
 def try_remove(index: faiss.IndexIDMap2, ids: np.ndarray) -> bool:
-    """Remove ``ids`` from the index; False where the index type cannot remove (HNSW)."""
+    """Remove ``ids`` from the index; False where it cannot (then the caller filters them).
+
+    ``IndexIDMap2`` compacts its id map on removal, which is right only for indexes that
+    renumber their rows compactly too (Flat, SQ, PQ: the flat-codes family). IVF keeps its
+    internal ids, so removing through the map would attach later rows to the wrong ids; HNSW
+    cannot remove at all.
+    """
     if index.ntotal == 0 or len(ids) == 0:
         return True
+    if not isinstance(faiss.downcast_index(index.index), faiss.IndexFlatCodes):
+        return False
     try:
         index.remove_ids(faiss.IDSelectorBatch(np.ascontiguousarray(ids, dtype=np.int64)))
     except RuntimeError:
