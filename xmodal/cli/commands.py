@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
     from xmodal.index import Collection
+    from xmodal.index.ledger import RunRecord
     from xmodal.pipelines.indexing import IndexReport
     from xmodal.pipelines.search import Retriever
 
@@ -29,6 +30,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
     from xmodal.index.choice import parse_size
     from xmodal.pipelines.indexing import IndexConfig, index_paths
+    from xmodal.pipelines.sources import SourcePolicy
 
     existing = (args.collection / "manifest.json").is_file()
     spec = None
@@ -48,17 +50,41 @@ def cmd_index(args: argparse.Namespace) -> int:
             memory_budget=budget,
             projection=args.projection or "none",
         )
-    config = IndexConfig(batch_size=args.batch_size, workers=args.workers, prune=args.prune)
+    config = IndexConfig(
+        batch_size=args.batch_size,
+        workers=args.workers,
+        commit_every=args.commit_every,
+        prune=args.prune,
+        retry_failed=args.retry_failed,
+        sources=SourcePolicy(
+            include_hidden=args.hidden,
+            follow_links=args.follow_links,
+            path_column=args.path_column,
+            caption_column=args.caption_column,
+        ),
+    )
     with collection:
-        report = index_paths(encoder, collection, args.sources, config)  # ends with a commit
-    if args.json:
-        failures = [f.__dict__ for f in report.failures]
-        print(json.dumps({**_report_dict(report), "failures": failures}, indent=2))
-    else:
-        for failure in report.failures:
-            print(f"failed: {failure.message}", file=sys.stderr)
-        print(report.summary())
+        if args.ray is not None:
+            from xmodal.cli.ray_index import index_on_ray
+
+            report = index_on_ray(args, encoder, collection)
+        else:
+            report = index_paths(encoder, collection, args.sources, config)  # ends with a commit
+    _print_report(report, args.json)
     return 0
+
+
+def _print_report(report: IndexReport, as_json: bool) -> None:
+    if as_json:
+        failures = [dataclasses.asdict(f) for f in report.failures]
+        print(json.dumps({**_report_dict(report), "failures": failures}, indent=2))
+        return
+    for failure in report.failures:
+        print(f"failed: {failure.message}", file=sys.stderr)
+    if report.resumed:
+        print(f"resumed interrupted run {report.run}")
+    print(report.stages_line())
+    print(report.summary())
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
@@ -93,8 +119,9 @@ def _change_index(
 
 
 def _report_dict(report: IndexReport) -> dict:
-    keys = ("seen", "indexed", "unchanged", "failed", "seconds", "images_per_s", "reused", "pruned")
-    return {key: getattr(report, key) for key in keys}
+    keys = ("seen", "indexed", "unchanged", "failed", "skipped", "seconds", "images_per_s")
+    extra = ("reused", "pruned", "run", "resumed", "stages")
+    return {key: getattr(report, key) for key in keys + extra}
 
 
 def _retriever(args: argparse.Namespace) -> Retriever:
@@ -148,11 +175,26 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from xmodal.app import serve
+    import os
 
+    from xmodal.app import AppConfig, serve
+    from xmodal.errors import XmodalError
+
+    token = args.auth_token or os.environ.get("XMODAL_AUTH_TOKEN") or None
+    try:
+        config = AppConfig(
+            max_upload_bytes=max(1, round(args.max_upload_mb * 2**20)),
+            auth_token=token,
+            cors_origins=tuple(args.cors_origin or ()),
+        )
+    except ValueError as exc:
+        raise XmodalError(f"serve: {exc}") from None
     retriever = _retriever(args)
-    print(f"serving the search UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    serve(retriever, host=args.host, port=args.port)
+    url = f"http://{args.host}:{args.port}/"
+    access = f"; open {url}?token=YOUR_TOKEN once in a browser" if token else ""
+    print(f"serving the search UI and API on {url} (API docs at {url}docs{access}; Ctrl-C stops)")
+    name = args.collection.resolve().name or "xmodal"
+    serve(retriever, host=args.host, port=args.port, config=config, index_name=name)
     return 0
 
 
@@ -161,7 +203,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with Collection.open(args.collection) as collection:
         info = collection.info()
+        last = collection.last_run()
     data = dataclasses.asdict(info)
+    data["last_run"] = dataclasses.asdict(last) if last is not None else None
     if args.json:
         print(json.dumps(data, indent=2, default=str))
         return 0
@@ -184,7 +228,19 @@ def cmd_info(args: argparse.Namespace) -> int:
     if data.get("index_bytes") is not None:
         print(f"index size  {data['index_bytes']} bytes")
     print(f"generation  {data.get('generation')}")
+    if last is not None:
+        print(f"last run    {_run_line(last)}")
     return 0
+
+
+def _run_line(run: RunRecord) -> str:
+    """E.g. '3, finished 2026-11-26T17:20: seen 300 = indexed 290 + unchanged 0 + ...'."""
+    from xmodal.index.ledger import STATUSES
+
+    c = run.counts
+    state = f"finished {run.ended}" if run.finished else "interrupted (re-run to resume)"
+    counts = " + ".join(f"{key} {c.get(key, 0)}" for key in STATUSES)
+    return f"{run.id}, {state}: seen {c.get('seen', 0)} = {counts}"
 
 
 def _projection_line(data: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xmodal.cli import embed, eval, probe
 from xmodal.cli.commands import (
     DEFAULT_MODEL,
     cmd_demo,
@@ -15,6 +16,7 @@ from xmodal.cli.commands import (
     cmd_search,
     cmd_serve,
 )
+from xmodal.cli.ray_index import add_ray_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _info_parser(sub)
     _demo_parser(sub)
+    embed.add_parser(sub)
+    probe.add_parser(sub)
+    eval.add_parser(sub)
     return parser
 
 
@@ -50,9 +55,15 @@ def _collection_arg(parser: argparse.ArgumentParser) -> None:
 
 def _index_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="embed image files and folders into a collection")
-    p.add_argument("sources", nargs="+", help="image files or folders (searched recursively)")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        help="image files, folders (searched recursively), @LIST files (one path a line), "
+        ".tar shards (WebDataset layout) or .parquet/.csv/.jsonl tables of paths",
+    )
     _collection_arg(p)
     _model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
+    source_args(p)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
@@ -63,8 +74,43 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="afterwards remove items under the sources whose files no longer exist",
     )
+    p.add_argument(
+        "--commit-every",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="commit every N inputs (default 2048): an interrupted run redoes at most N",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="decode inputs that failed before even if their size and mtime are unchanged",
+    )
+    add_ray_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_index)
+
+
+def source_args(p: argparse.ArgumentParser) -> None:
+    """What the sources take (``xmodal.pipelines.sources.SourcePolicy``)."""
+    p.add_argument(
+        "--hidden", action="store_true", help="also take hidden files and folders (.name)"
+    )
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow symbolic links that lead out of the folder walked (default: skip them)",
+    )
+    p.add_argument(
+        "--path-column",
+        metavar="NAME",
+        help="tables: the column of image paths (default: path, file, filepath, image, ...)",
+    )
+    p.add_argument(
+        "--caption-column",
+        metavar="NAME",
+        help="tables: the column of captions (default: caption, text or title if present)",
+    )
 
 
 def _index_choice_args(p: argparse.ArgumentParser) -> None:
@@ -128,10 +174,26 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve the search UI for a collection")
+    p = sub.add_parser("serve", help="serve the search UI and HTTP API for a collection")
     _collection_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--auth-token",
+        metavar="TOKEN",
+        help="require this token (8+ characters) on every page and API request; prefer the "
+        "XMODAL_AUTH_TOKEN environment variable, which other users cannot see in ps",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=float, default=20.0, help="largest query image (default 20)"
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="ORIGIN",
+        help="let pages from this origin call the API (e.g. a hosted clip-retrieval front end); "
+        "repeatable",
+    )
     _model_args(p, "default: the collection's model")
     p.set_defaults(run=cmd_serve)
 
