@@ -35,7 +35,7 @@ def demo_encoder(demo_model_dir):
 
 
 def test_probe_separates_the_demo_colours(colours, demo_encoder):
-    from xmodal.pipelines.probe import ProbeConfig, run_probe
+    from xmodal.pipelines.features.probe import ProbeConfig, run_probe
 
     report = run_probe(demo_encoder, colours, ProbeConfig(test_size=0.3, workers=0))
     # Measured 1.000 on worlds of seeds 0, 1 and 2; chance (6 balanced classes) is about 1/6.
@@ -61,7 +61,7 @@ def test_probe_cli_with_a_given_test_split(tmp_path, capsys, colours, demo_model
 
 
 def test_one_class_is_refused(tmp_path, demo_encoder):
-    from xmodal.pipelines.probe import run_probe
+    from xmodal.pipelines.features.probe import run_probe
 
     _colour_folders(tmp_path, 6, seed=0)
     for folder in sorted(tmp_path.iterdir())[1:]:
@@ -86,7 +86,7 @@ def test_too_few_images_are_refused(tmp_path, capsys, demo_model_dir):
 
 
 def test_missing_scikit_learn_names_the_extra(monkeypatch, colours, demo_encoder):
-    from xmodal.pipelines.probe import run_probe
+    from xmodal.pipelines.features.probe import run_probe
 
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(XmodalError, match=r"pip install 'xmodal\[probe\]'"):

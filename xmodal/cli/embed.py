@@ -69,7 +69,7 @@ def add_representation_arg(p: argparse.ArgumentParser) -> None:
 def cmd_embed(args: argparse.Namespace) -> int:
     from xmodal.encoders import load_encoder
     from xmodal.encoders.representation import parse_representation
-    from xmodal.pipelines.embed import EmbedConfig, check_config, embed_to_dir
+    from xmodal.pipelines.features.embed import EmbedConfig, check_config, embed_to_dir
     from xmodal.pipelines.sources import SourcePolicy
 
     config = EmbedConfig(

@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_probe(args: argparse.Namespace) -> int:
     from xmodal.encoders import load_encoder
     from xmodal.encoders.representation import parse_representation
-    from xmodal.pipelines.probe import ProbeConfig, run_probe
+    from xmodal.pipelines.features.probe import ProbeConfig, run_probe
 
     config = ProbeConfig(
         representation=str(parse_representation(args.representation)),

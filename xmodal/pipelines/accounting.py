@@ -152,7 +152,7 @@ class RunBook:
                 self.note(LedgerEntry(x.uri, "skipped", x.reason))
             elif x.uri not in changed:
                 self.note(self.entry(x, "unchanged"))
-            elif not retry_failed and _fails_again(entry, x):
+            elif not retry_failed and fails_again(entry, x):
                 self.note(self.entry(x, "failed", entry.reason, entry.message))  # type: ignore[union-attr]
             else:
                 todo.append(x)
@@ -232,7 +232,7 @@ class RunBook:
         )
 
 
-def _fails_again(entry: LedgerEntry | None, item: Item) -> bool:
+def fails_again(entry: LedgerEntry | None, item: Item) -> bool:
     """A failure recorded for exactly these bytes (same size and mtime) that is no fluke."""
     return (
         entry is not None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from xmodal.encoders import Encoder
 from xmodal.errors import XmodalError
 from xmodal.index import Collection
-from xmodal.pipelines.accounting import IndexReport, RunBook, _fails_again
+from xmodal.pipelines.accounting import IndexReport, RunBook, fails_again
 from xmodal.pipelines.distributed.build import ray_index_builder
 from xmodal.pipelines.distributed.embed_job import EmbedJob, PendingShard, run_embedding
 from xmodal.pipelines.distributed.from_shards import fill_from_shards
@@ -123,5 +123,5 @@ def _no_work(collection: Collection, plan: ShardPlan, retry: bool) -> tuple[bool
     for item in plan.items:
         record = records.get(known.get(item.uri, -1))
         same = record is not None and (record.size, record.mtime) == (item.size, item.mtime)
-        flags.append(same or (not retry and _fails_again(ledger.get(item.uri), item)))
+        flags.append(same or (not retry and fails_again(ledger.get(item.uri), item)))
     return tuple(flags)

@@ -35,15 +35,15 @@ from xmodal.encoders import Encoder
 from xmodal.encoders.representation import parse_representation
 from xmodal.errors import XmodalError
 from xmodal.index.projection import parse_projection
-from xmodal.pipelines.embed_features import (
+from xmodal.pipelines.features.output import ModalityOutput, RowSink, prepare_out_dir
+from xmodal.pipelines.features.stream import (
     Dropped,
     Embedded,
     image_features,
     read_texts,
     tap_captions,
 )
-from xmodal.pipelines.embed_output import ModalityOutput, RowSink, prepare_out_dir
-from xmodal.pipelines.embed_writers import publish, temp_name, write_json
+from xmodal.pipelines.features.writers import publish, temp_name, write_json
 from xmodal.pipelines.sources import Item, SourcePolicy, iter_inputs
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from xmodal.errors import XmodalError
 from xmodal.index.projection import Projection, fit_pca, parse_projection
-from xmodal.pipelines.embed_writers import (
+from xmodal.pipelines.features.writers import (
     NpyRowWriter,
     ParquetRowWriter,
     publish,

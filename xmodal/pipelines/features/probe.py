@@ -21,7 +21,7 @@ import numpy as np
 from xmodal.encoders import Encoder
 from xmodal.encoders.representation import parse_representation
 from xmodal.errors import XmodalError
-from xmodal.pipelines.embed_features import Embedded, image_features
+from xmodal.pipelines.features.stream import Embedded, image_features
 from xmodal.pipelines.sources import Item, Skipped, iter_inputs
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,226 @@
+"""Collection failure paths: missing or damaged files, locking, read-only and closed handles,
+encoder mismatch, input validation, and a failed commit."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from collection_helpers import SPEC, build_collection, records, unit_rows
+
+from xmodal.errors import (
+    CollectionCorruptError,
+    CollectionError,
+    CollectionLockedError,
+    EncoderMismatchError,
+)
+from xmodal.index import Collection, Record
+from xmodal.index import manifest as mf
+
+
+@pytest.fixture
+def built(tmp_path: Path):
+    """A committed Flat collection of 2000 random unit rows, d=64."""
+    return build_collection(tmp_path)
+
+
+def test_missing_directory_or_manifest(tmp_path):
+    message = f"not an xmodal collection: {tmp_path / 'absent'} (create one with `xmodal index"
+    with pytest.raises(CollectionError, match=re.escape(message)):
+        Collection.open(tmp_path / "absent")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CollectionError, match="not an xmodal collection: .*plain"):
+        Collection.open(tmp_path / "plain", writable=True)
+    assert not (tmp_path / "plain" / "lock").exists()
+
+
+def test_manifest_removed_from_built_collection(built):
+    directory, _, _ = built
+    (directory / "manifest.json").unlink()
+    with pytest.raises(CollectionError, match=r"not an xmodal collection: .*SOURCE -c DIR"):
+        Collection.open(directory)
+
+
+def test_truncated_index_is_corrupt(built):
+    directory, _, _ = built
+    path = directory / "index.g000001.faiss"
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(CollectionCorruptError, match=r"index\.g000001\.faiss is damaged: .*bytes"):
+        Collection.open(directory)
+
+
+def test_bit_flip_in_catalog_is_corrupt(built):
+    directory, _, _ = built
+    path = directory / "catalog.g000001.sqlite"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(
+        CollectionCorruptError, match=r"catalog\.g000001\.sqlite is damaged: .*sha256"
+    ):
+        Collection.open(directory)
+
+
+def test_missing_data_file_is_corrupt(built):
+    directory, _, _ = built
+    (directory / "ids.g000001.npy").unlink()
+    with pytest.raises(CollectionCorruptError, match=r"ids\.g000001\.npy .*missing"):
+        Collection.open(directory)
+
+
+def test_garbled_manifest_and_future_format(built):
+    directory, _, _ = built
+    manifest = directory / "manifest.json"
+    good = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(good | {"format_version": 99}))
+    with pytest.raises(CollectionError, match="format version 99.*upgrade xmodal"):
+        Collection.open(directory)
+    manifest.write_text('{"format_version": 1, "gener')
+    with pytest.raises(CollectionCorruptError, match=r"manifest\.json is unreadable"):
+        Collection.open(directory)
+
+
+def test_second_writer_is_refused_naming_the_pid(built):
+    directory, _, _ = built
+    first = Collection.open(directory, writable=True)
+    pattern = rf"collection {re.escape(str(directory))} is being written by pid {os.getpid()}; wait"
+    with pytest.raises(CollectionLockedError, match=pattern):
+        Collection.open(directory, writable=True)
+    with pytest.raises(CollectionLockedError, match=f"pid {os.getpid()}"):
+        Collection.create(directory, SPEC, overwrite=True)
+    with Collection.open(directory) as reader:  # readers are never blocked
+        assert reader.count == 2000
+    first.close()
+    Collection.open(directory, writable=True).close()
+
+
+def test_read_only_handle_refuses_changes(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        hint = r"open it with Collection.open\(directory, writable=True\)"
+        with pytest.raises(CollectionError, match="cannot add items: .*read-only; " + hint):
+            col.add(unit_rows(1, 64), records(1))
+        with pytest.raises(CollectionError, match="cannot remove items: .*read-only"):
+            col.remove([1])
+        with pytest.raises(CollectionError, match="cannot commit: .*read-only"):
+            col.commit()
+
+
+def test_closed_handle_refuses_use(built):
+    directory, _, vectors = built
+    col = Collection.open(directory)
+    col.close()
+    col.close()
+    with pytest.raises(CollectionError, match="is closed; open it again"):
+        col.search(vectors[:1])
+
+
+def test_check_encoder(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        col.check_encoder(SPEC | {"device": "cuda", "precision": "fp16"})
+        message = (
+            r"built with model 'tiny/clip' \(revision abc123, dim 64\), but the query encoder "
+            r"is model 'other/clip' \(revision abc123, dim 64\) \(different model_id\)"
+        )
+        with pytest.raises(EncoderMismatchError, match=message):
+            col.check_encoder(SPEC | {"model_id": "other/clip"})
+        with pytest.raises(EncoderMismatchError, match="different dim"):
+            col.check_encoder(SPEC | {"dim": 32})
+
+
+@pytest.mark.parametrize(
+    ("vectors", "recs", "message"),
+    [
+        (np.ones(64, np.float32), 1, "vectors must be a 2-D array (rows, dim), got shape (64,)"),
+        (unit_rows(2, 32), 2, "vectors have dim 32, but the collection holds dim 64"),
+        (np.full((1, 64), np.nan, np.float32), 1, "vectors contain NaN or infinite values"),
+        (unit_rows(2, 64) * 3, 2, "vectors must be L2-normalised rows; row 0 has norm 3.0000"),
+        (unit_rows(3, 64), 2, "got 3 vectors but 2 records; pass one per row"),
+        (np.array([["a"] * 64]), 1, "vectors must be real numbers"),
+    ],
+)
+def test_add_validation(tmp_path, vectors, recs, message):
+    with Collection.create(tmp_path / "c", SPEC) as col:
+        with pytest.raises(CollectionError, match=re.escape(message)):
+            col.add(vectors, records(recs))
+        assert col.count == 0
+
+
+def test_add_record_validation(tmp_path):
+    with Collection.create(tmp_path / "c", {"model_id": "m"}) as col:
+        with pytest.raises(CollectionError, match="path 'a' appears twice in one add"):
+            col.add(unit_rows(2, 8), [Record("a"), Record("a")])
+        with pytest.raises(CollectionError, match="non-empty str path"):
+            col.add(unit_rows(1, 8), [Record("")])
+        with pytest.raises(CollectionError, match="must be xmodal Record objects"):
+            col.add(unit_rows(1, 8), [{"path": "a"}])
+        col.add(unit_rows(1, 8), [Record("a")])  # the first add fixes dim 8
+        with pytest.raises(
+            CollectionError, match="vectors have dim 16, but the collection holds dim 8"
+        ):
+            col.add(unit_rows(1, 16), [Record("b")])
+
+
+def test_search_validation(built):
+    directory, _, _ = built
+    with Collection.open(directory) as col:
+        with pytest.raises(CollectionError, match="query vectors have dim 3, but the collection"):
+            col.search(np.ones((1, 3), np.float32))
+        with pytest.raises(CollectionError, match="k must be a positive integer, got 0"):
+            col.search(unit_rows(1, 64), k=0)
+        with pytest.raises(CollectionError, match="ids must be integers"):
+            col.get_records(["x"])
+
+
+def test_create_refuses_existing_or_foreign_directories(built, tmp_path):
+    directory, _, _ = built
+    with pytest.raises(CollectionError, match="already an xmodal collection; open it with"):
+        Collection.create(directory, SPEC)
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(CollectionError, match="not empty and not an xmodal collection .*'cat.jpg'"):
+        Collection.create(foreign, SPEC, overwrite=True)
+    with pytest.raises(CollectionError, match=r"encoder_spec\['dim'\] must be a positive integer"):
+        Collection.create(tmp_path / "new", {"model_id": "m", "dim": 0})
+
+
+def test_overwrite_replaces_and_keeps_ids_fresh(built):
+    directory, _, _ = built
+    with Collection.create(directory, {"model_id": "m2", "dim": 64}, overwrite=True) as col:
+        assert col.count == 0 and col.generation == 2
+        assert col.add(unit_rows(1, 64), records(1)).tolist() == [2000]
+        col.commit()
+    assert sorted(p.name for p in directory.iterdir() if "g00000" in p.name) == [
+        "catalog.g000003.sqlite",
+        "embeddings.g000003.f16.npy",
+        "ids.g000003.npy",
+        "index.g000003.faiss",
+    ]
+    with Collection.open(directory) as col:
+        assert col.encoder_spec["model_id"] == "m2" and col.count == 1
+
+
+def test_failed_manifest_switch_keeps_previous_generation(built, monkeypatch):
+    directory, _, vectors = built
+    col = Collection.open(directory, writable=True)
+    col.remove([0, 1, 2])
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(mf, "write_manifest", no_space)
+    with pytest.raises(OSError, match="No space left"):
+        col.commit()
+    monkeypatch.undo()
+    with pytest.raises(CollectionError, match="is closed; open it again"):
+        col.search(vectors[:1])
+    with Collection.open(directory, writable=True) as again:  # the lock was released
+        assert (again.generation, again.count) == (1, 2000)
+        assert again.ids_for_paths("img/00000.jpg") == {"img/00000.jpg": 0}
+    assert not (directory / "catalog.g000002.sqlite").exists()  # swept by the writer
