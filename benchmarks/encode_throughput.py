@@ -10,7 +10,9 @@ alike; medians are reported.
   (b) model   ``encoder.encode_pixels`` on pixels prepared beforehand (untimed), batch 32,
               in the precision ``auto`` chose, and in fp32 and bf16 explicitly
   (c) index   ``index_paths`` into a fresh collection: wall time of create + index (pool start,
-              decode, encode, store, commit) + close, for the default workers and 0, 1, 2
+              decode, encode, store, commit) + close, for the default workers and 0, 1, 2;
+              plus index_paths' own per-stage seconds (walk, hash, decode wait, encode, write,
+              commit), which show where the end-to-end time goes
 
 Run: ``python benchmarks/encode_throughput.py [--images N] [--repeats R] [--precision P]``.
 The model costs the same for every photo, so ``--bf16-images`` (emulated bf16 is several times
@@ -22,18 +24,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers is imported
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import (  # noqa: E402
     Measurement,
@@ -41,130 +40,26 @@ from _common import (  # noqa: E402
     cache_dir,
     captioned_images,
     machine_info,
-    timed,
     write_json,
 )
+from _encode_workloads import (  # noqa: E402
+    BATCH,
+    index_workload,
+    log,
+    model_workload,
+    naive_workload,
+    pool_startup_s,
+    prepare_pixels,
+    run_rounds,
+)
 
-from xmodal.encoders import Encoder, load_encoder  # noqa: E402
-from xmodal.index import Collection  # noqa: E402
-from xmodal.pipelines.indexing import IndexConfig, index_paths  # noqa: E402
-from xmodal.pipelines.workers import default_workers, make_pool, prepare_one  # noqa: E402
+from xmodal.encoders import load_encoder  # noqa: E402
+from xmodal.pipelines.progress import STAGES  # noqa: E402
+from xmodal.pipelines.workers import default_workers  # noqa: E402
 
-BATCH = 32
 MODEL_NAME = "clip-vit-b32-random"
 TARGET_VS_NAIVE = 3.0
 TARGET_VS_MODEL = 0.7
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def _batches(items: list, size: int = BATCH) -> list[list]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-# ----------------------------------------------------------------------------- workloads
-@dataclass
-class Workload:
-    """One timed thing: ``warmup`` runs once (first batch), ``run`` is timed every round."""
-
-    measurement: Measurement
-    run: Callable[[], object]
-    warmup: Callable[[], object]
-
-
-def naive_workload(model_dir: Path, paths: list[str]) -> tuple[Workload, dict[str, float]]:
-    """The loop a typical user script runs; split timers show decode+processor vs model."""
-    from PIL import Image
-    from transformers import AutoProcessor, CLIPModel
-
-    model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(model_dir)
-    split = {"preprocess_s": 0.0, "model_s": 0.0}
-
-    def run(chunk: list[str]) -> None:
-        with torch.inference_mode():
-            for batch in _batches(chunk):
-                t0 = time.perf_counter()
-                images = [Image.open(p).convert("RGB") for p in batch]
-                inputs = processor(images=images, return_tensors="pt")
-                t1 = time.perf_counter()
-                model.get_image_features(**inputs)
-                split["preprocess_s"] += t1 - t0
-                split["model_s"] += time.perf_counter() - t1
-
-    notes = {"image_processor": type(processor.image_processor).__name__}
-    measurement = Measurement("a_naive_transformers_fp32", len(paths), notes=notes)
-    return Workload(measurement, lambda: run(paths), lambda: run(paths[:BATCH])), split
-
-
-def model_workload(encoder: Encoder, pixels: np.ndarray, name: str) -> Workload:
-    def run(batch: np.ndarray) -> None:
-        for start in range(0, len(batch), BATCH):
-            encoder.encode_pixels(batch[start : start + BATCH])
-
-    notes = {"precision": encoder.spec.precision}
-    measurement = Measurement(name, len(pixels), notes=notes)
-    return Workload(measurement, lambda: run(pixels), lambda: run(pixels[:BATCH]))
-
-
-def index_once(encoder: Encoder, paths: list[str], workers: int | None, root: Path) -> None:
-    """Create a fresh collection, index ``paths`` into it, close it."""
-    target = root / "collection"
-    shutil.rmtree(target, ignore_errors=True)
-    config = IndexConfig(batch_size=BATCH, workers=workers, progress=False)
-    with Collection.create(target, encoder.spec.to_dict(), overwrite=True) as collection:
-        report = index_paths(encoder, collection, paths, config)
-    if report.indexed != len(paths):
-        raise RuntimeError(f"indexed {report.indexed} of {len(paths)}: {report.failures}")
-
-
-def index_workload(encoder: Encoder, paths: list[str], workers: int | None, root: Path) -> Workload:
-    label = "default" if workers is None else str(workers)
-    notes = {
-        "workers": default_workers(encoder.spec.device) if workers is None else workers,
-        "precision": encoder.spec.precision,
-    }
-    measurement = Measurement(f"c_xmodal_index_workers_{label}", len(paths), notes=notes)
-    return Workload(
-        measurement,
-        lambda: index_once(encoder, paths, workers, root),
-        lambda: index_once(encoder, paths[:BATCH], workers, root),
-    )
-
-
-def pool_startup_s(encoder: Encoder, path: str) -> float:
-    """Seconds from creating a 2-process decode pool to its first prepared image."""
-    started = time.perf_counter()
-    pool = make_pool(encoder.preparer, 2)
-    try:
-        pool.submit(prepare_one, path).result()
-        return time.perf_counter() - started
-    finally:
-        pool.shutdown()
-
-
-def prepare_pixels(encoder: Encoder, paths: list[str]) -> tuple[np.ndarray, float]:
-    """Pixels for (b), and the seconds the xmodal preparer took inline in this process."""
-    started = time.perf_counter()
-    pixels = np.stack([encoder.preparer(p) for p in paths])
-    return pixels, time.perf_counter() - started
-
-
-def run_rounds(workloads: list[Workload], repeats: int, extra: Callable[[], float]) -> list:
-    """Warm every workload up, then time them round-robin so load swings hit all alike."""
-    for w in workloads:
-        w.warmup()
-    extras, load = [], []
-    for round_no in range(repeats):
-        load.append(round(os.getloadavg()[0], 2))
-        for w in workloads:
-            w.measurement.seconds.append(timed(w.run))
-            m = w.measurement
-            log(f"  round {round_no + 1} {m.name}: {m.images / m.seconds[-1]:.2f} img/s")
-        extras.append(extra())
-    return [extras, load]
 
 
 # ----------------------------------------------------------------------------- report
@@ -247,6 +142,7 @@ def markdown(payload: dict) -> str:
         f"{ok[r['met_c_over_b']]})",
         f"- bf16/fp32 model-only = {r['bf16_over_fp32']:.2f}x",
         "",
+        *stage_table(res),
         "(c) is wall time of Collection.create + index_paths (pool start-up, decode, encode, "
         "store, commit) + close; model load is excluded from every row. Rows were timed "
         "round-robin; 1-min load average at the start of each round: "
@@ -254,6 +150,28 @@ def markdown(payload: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def median_stages(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = [*STAGES, "index_paths_s"]
+    return {k: round(statistics.median(r.get(k, 0.0) for r in runs), 3) for k in keys}
+
+
+def stage_table(res: dict) -> list[str]:
+    """Where each (c) row's time goes: index_paths' own per-stage seconds (median run)."""
+    lines = [
+        "Per-stage seconds inside index_paths (median over runs; decode_wait is the time the "
+        "model waited for decoded pixels):",
+        "",
+        "| (c) workers | " + " | ".join(STAGES) + " | index_paths s |",
+        "|---|" + "---:|" * (len(STAGES) + 1),
+    ]
+    for name, row in res.items():
+        if name.startswith("c_"):
+            med = median_stages(row["notes"]["stages_per_run"])
+            cells = " | ".join(f"{med[k]:.2f}" for k in [*STAGES, "index_paths_s"])
+            lines.append(f"| {row['notes']['workers']} | {cells} |")
+    return [*lines, ""]
 
 
 # ----------------------------------------------------------------------------- main
