@@ -18,6 +18,7 @@ from xmodal.errors import XmodalError
 from xmodal.images import load_image
 from xmodal.index import Collection, Hit
 from xmodal.index.filters import Filter, as_filter
+from xmodal.pipelines.sources import Span, locate
 
 ImageQuery = str | os.PathLike | bytes | Image.Image
 
@@ -95,7 +96,9 @@ class Retriever:
         record = self.collection.get_records([int(hit_id)]).get(int(hit_id))
         if record is None:
             raise XmodalError(f"no item with id {hit_id} in this collection")
-        image = load_image(record.path, draft_size=(max_side, max_side))
+        source = locate(record.path)
+        data = source.read() if isinstance(source, Span) else source
+        image = load_image(data, draft_size=(max_side, max_side))
         image.thumbnail((max_side, max_side))
         return image
 

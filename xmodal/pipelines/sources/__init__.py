@@ -33,7 +33,7 @@ from xmodal.pipelines.sources.items import (
 )
 from xmodal.pipelines.sources.lists import read_list
 from xmodal.pipelines.sources.tables import check_table, is_table_name, read_table
-from xmodal.pipelines.sources.tars import check_shard, is_shard_name, read_shard
+from xmodal.pipelines.sources.tars import check_shard, is_shard_name, locate, read_shard
 
 DEFAULT_POLICY = SourcePolicy()
 
@@ -45,6 +45,7 @@ __all__ = [
     "Span",
     "iter_inputs",
     "iter_items",
+    "locate",
 ]
 
 

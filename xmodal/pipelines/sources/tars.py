@@ -14,6 +14,7 @@ have no span to hand to workers. Compressed shards are refused up front (see ``c
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -94,7 +95,7 @@ def _sample(
         return
     caption = _caption(shard, members)
     for member in images:
-        uri = f"{path}::{member.name}"
+        uri = f"{path}{MEMBER_SEPARATOR}{member.name}"
         if not member.isfile() or member.issparse():
             yield Skipped(uri, "not-a-file")
         elif member.size > policy.max_member_bytes:
@@ -134,3 +135,29 @@ def _json_caption(data: bytes) -> str | None:
         if isinstance(value.get(key), str):
             return clean_caption(value[key])
     return None
+
+
+MEMBER_SEPARATOR = "::"
+
+
+def locate(uri: str) -> str | Span:
+    """What to open for a catalogued uri: the file itself, or a tar member's span.
+
+    Used to show an indexed image again (the catalog keeps uris, not offsets). A shard's member
+    table is read once per shard version and kept for the few shards a results page touches.
+    """
+    path, sep, name = uri.partition(MEMBER_SEPARATOR)
+    if not sep or not is_shard_name(path) or not os.path.isfile(path):
+        return uri
+    stat = os.stat(path)
+    found = _members(path, stat.st_mtime_ns, stat.st_size).get(name)
+    if found is None:
+        raise XmodalError(f"{name} is no longer a member of {path}")
+    return Span(path, found[0], found[1], name)
+
+
+@functools.lru_cache(maxsize=8)
+def _members(path: str, mtime_ns: int, size: int) -> dict[str, tuple[int, int]]:
+    del mtime_ns, size  # part of the cache key: a rewritten shard is read again
+    with tarfile.open(path, "r:") as shard:
+        return {m.name: (m.offset_data, m.size) for m in shard if m.isfile() and not m.issparse()}
