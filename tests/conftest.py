@@ -58,3 +58,14 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from xmodal.demo.train import ensure_demo_model
 
     return ensure_demo_model(os.environ.get("XMODAL_TEST_DEMO_MODEL") or None)
+
+
+@pytest.fixture(scope="module")
+def one_faiss_thread():
+    """FAISS's OpenMP threads stall each other on small jobs when the cores are shared."""
+    import faiss
+
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(threads)

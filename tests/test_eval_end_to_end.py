@@ -12,16 +12,7 @@ from xmodal.cli import main
 from xmodal.demo.run import HELD_OUT_SEED  # the demo's unseen world
 from xmodal.demo.world import make_world
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    """FAISS's OpenMP threads stall each other on small jobs when the cores are shared."""
-    import faiss
-
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_faiss_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xmodal.cli.arguments import DEFAULT_MODEL
+
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
     from xmodal.index import Collection
     from xmodal.index.ledger import RunRecord
     from xmodal.pipelines.indexing import IndexReport
     from xmodal.pipelines.search import Retriever
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
 def _open_encoder(args: argparse.Namespace, spec: dict | None) -> Encoder:

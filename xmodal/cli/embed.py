@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from xmodal.cli.arguments import decode_args, model_args, representation_arg, source_args
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,14 +16,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("sources", nargs="*", help="image files, folders, @lists, tar shards, tables")
     p.add_argument("-o", "--out", required=True, type=Path, help="output folder")
-    add_model_args(p)
-    from xmodal.cli.parser import source_args  # parser imports this module: import late
+    model_args(p)
 
     source_args(p)
     p.add_argument(
         "--modality", default="image", choices=["image", "text", "both"], help="default image"
     )
-    add_representation_arg(p)
+    representation_arg(p)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--format", default="npy", choices=["npy", "parquet"], help="default npy")
     p.add_argument(
@@ -34,36 +35,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--texts", metavar="FILE", help="texts to embed: one per line, or a csv/jsonl/parquet"
     )
     p.add_argument("--text-column", help="the texts file's column (default text/caption/...)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
-    )
+    decode_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_embed)
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    from xmodal.cli.commands import DEFAULT_MODEL
-
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="model precision",
-    )
-
-
-def add_representation_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--representation",
-        "--layer",
-        default="embedding",
-        metavar="REP",
-        help="embedding (shared space, L2-normalised; default), pooled (the tower's pooled "
-        "output before the projection) or hidden:N (layer N mean-pooled; negative from the end)",
-    )
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from xmodal.cli.commands import DEFAULT_MODEL
+from xmodal.cli.arguments import model_args
 
 _MANAGED = {"auto", "flat", "hnsw", "ivf-flat", "ivf-pq"}
 
@@ -21,9 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dataset", help="captions.jsonl (or its folder), Karpathy split JSON, or CSV image,caption"
     )
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    model_args(p)
     p.add_argument("--images", type=Path, help="folder the image paths are relative to")
     p.add_argument("--split", default="test", help="Karpathy split to use (default test; all)")
     p.add_argument("--format", choices=["jsonl", "karpathy", "csv"], help="default: by suffix")

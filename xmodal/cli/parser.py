@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from xmodal.cli import embed, eval, probe
+from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
 from xmodal.cli.commands import (
-    DEFAULT_MODEL,
     cmd_demo,
     cmd_index,
     cmd_info,
@@ -38,17 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _model_args(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument("--model", "-m", help=f"hub id or local model directory ({default_help})")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
-    parser.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: bf16 on GPUs and CPUs with native bf16, else fp32",
-    )
-
-
 def _collection_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--collection", required=True, type=Path, help="collection dir")
 
@@ -62,12 +51,9 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         ".tar shards (WebDataset layout) or .parquet/.csv/.jsonl tables of paths",
     )
     _collection_arg(p)
-    _model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
+    model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
     source_args(p)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
-    )
+    decode_args(p)
     _index_choice_args(p)
     p.add_argument(
         "--prune",
@@ -89,28 +75,6 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     add_ray_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_index)
-
-
-def source_args(p: argparse.ArgumentParser) -> None:
-    """What the sources take (``xmodal.pipelines.sources.SourcePolicy``)."""
-    p.add_argument(
-        "--hidden", action="store_true", help="also take hidden files and folders (.name)"
-    )
-    p.add_argument(
-        "--follow-links",
-        action="store_true",
-        help="follow symbolic links that lead out of the folder walked (default: skip them)",
-    )
-    p.add_argument(
-        "--path-column",
-        metavar="NAME",
-        help="tables: the column of image paths (default: path, file, filepath, image, ...)",
-    )
-    p.add_argument(
-        "--caption-column",
-        metavar="NAME",
-        help="tables: the column of captions (default: caption, text or title if present)",
-    )
 
 
 def _index_choice_args(p: argparse.ArgumentParser) -> None:
@@ -169,7 +133,7 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         "(e.g. --where 'path:~/Pictures/2023/* and width>=1024')",
     )
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
-    _model_args(p, "default: the collection's model")
+    model_args(p, "default: the collection's model")
     p.set_defaults(run=cmd_search)
 
 
@@ -194,7 +158,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="let pages from this origin call the API (e.g. a hosted clip-retrieval front end); "
         "repeatable",
     )
-    _model_args(p, "default: the collection's model")
+    model_args(p, "default: the collection's model")
     p.set_defaults(run=cmd_serve)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xmodal.cli.embed import add_model_args, add_representation_arg
+from xmodal.cli.arguments import decode_args, model_args, representation_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -13,8 +13,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "probe", help="logistic-regression probe of the features of a folder-per-class dataset"
     )
     p.add_argument("dataset", help="a folder with one subfolder of images per class")
-    add_model_args(p)
-    add_representation_arg(p)
+    model_args(p)
+    representation_arg(p)
     p.add_argument("--test", metavar="DIR", help="a test split with the same class folders")
     p.add_argument(
         "--test-size", type=float, default=0.2, help="held-out share without --test (default 0.2)"
@@ -23,10 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--C", type=float, default=1.0, help="inverse regularisation strength (default 1.0)"
     )
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument(
-        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
-    )
+    decode_args(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=cmd_probe)
 

@@ -1,0 +1,64 @@
+"""Arguments that several ``xmodal`` commands share, defined once."""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+
+def model_args(p: argparse.ArgumentParser, default_help: str | None = None) -> None:
+    """--model, --device, --precision; without ``default_help`` the model defaults to
+    DEFAULT_MODEL, with it the command resolves the default itself (e.g. the collection's)."""
+    if default_help is None:
+        p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
+    else:
+        p.add_argument("--model", "-m", help=f"hub id or local model directory ({default_help})")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="auto: bf16 on GPUs and CPUs with native bf16, else fp32",
+    )
+
+
+def decode_args(p: argparse.ArgumentParser) -> None:
+    """--batch-size and --workers of the batch pipeline."""
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
+    )
+
+
+def source_args(p: argparse.ArgumentParser) -> None:
+    """What the sources take (``xmodal.pipelines.sources.SourcePolicy``)."""
+    p.add_argument(
+        "--hidden", action="store_true", help="also take hidden files and folders (.name)"
+    )
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow symbolic links that lead out of the folder walked (default: skip them)",
+    )
+    p.add_argument(
+        "--path-column",
+        metavar="NAME",
+        help="tables: the column of image paths (default: path, file, filepath, image, ...)",
+    )
+    p.add_argument(
+        "--caption-column",
+        metavar="NAME",
+        help="tables: the column of captions (default: caption, text or title if present)",
+    )
+
+
+def representation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--representation",
+        "--layer",
+        default="embedding",
+        metavar="REP",
+        help="embedding (shared space, L2-normalised; default), pooled (the tower's pooled "
+        "output before the projection) or hidden:N (layer N mean-pooled; negative from the end)",
+    )
