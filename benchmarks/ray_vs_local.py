@@ -71,6 +71,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=None, help="photos to index (default all)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ray-cpus", type=int, default=3, help="logical CPUs of the local cluster")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import ray
@@ -131,7 +132,7 @@ def _write(measured: dict[str, Measurement], n: int, ray_start: float, loads: li
         "machine": machine_info(),
         "rows": [m.to_dict() for m in measured.values()],
     }
-    write_json(RESULTS / "ray_vs_local.json", payload)
+    write_json(args.out / "ray_vs_local.json", payload)
     info = payload["machine"]
     lines = [
         f"# ray vs local — {info['cpu_model']}, {info['cpu_cores']} cores",
@@ -152,7 +153,7 @@ def _write(measured: dict[str, Measurement], n: int, ray_start: float, loads: li
         "not in the rows. Each Ray row includes its actor pool start and model load; the plain "
         f"rows reuse a loaded encoder. 1-min load average at each round's start: {loads}.",
     ]
-    (RESULTS / "ray_vs_local.md").write_text("\n".join(lines) + "\n")
+    (args.out / "ray_vs_local.md").write_text("\n".join(lines) + "\n")
     log("\n".join(lines))
 
 

@@ -39,6 +39,7 @@ QUICK_ARGS = {
         "--flat-queries",
         "50",
     ],
+    "ray_vs_local.py": ["--images", "32", "--repeats", "1"],
 }
 
 
