@@ -104,6 +104,9 @@ def test_info_and_errors_are_one_line(
     assert (
         code == 0 and info["count"] == 20 and info["encoder_spec"]["model_id"] == tiny_clip_dir.name
     )
+    code, out, _ = run(capsys, "info", "-c", col)
+    assert code == 0 and "recall@10   1.000 (exact search)" in out  # Flat: nothing sampled
+    assert "seen 22 = indexed 20 + unchanged 0 + failed 2 + skipped 0" in out  # 2 broken files
 
     code, out, err = run(capsys, "search", "-c", tmp_path / "missing", "dog")
     assert code == 1 and err.startswith("xmodal: error: not an xmodal collection")

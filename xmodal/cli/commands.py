@@ -222,7 +222,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"search      {params}")
     if data.get("recall_at_10") is not None:
         sample = data.get("tuning_sample_size") or 0
-        print(f"recall@10   {data['recall_at_10']:.3f} (measured on {sample} sample queries)")
+        how = f"measured on {sample} sample queries" if sample else "exact search"
+        print(f"recall@10   {data['recall_at_10']:.3f} ({how})")
     if data.get("projection", "none") != "none":
         print(f"projection  {_projection_line(data)}")
     if data.get("index_bytes") is not None:
