@@ -134,6 +134,8 @@ def test_typed_query_shows_result_images(
         # Searching by its own image, the chosen photo comes back first.
         wait.until(lambda d: _first_result_caption(d).endswith(chosen))
         wait.until(lambda d: len(_result_images(d)) == 8)
+        # the old larger view is cleared with the new results, not left beside them
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#selected img"))
         _save(browser, tmp_path, "browser-more-like-this.png")
         body = browser.find_element(By.TAG_NAME, "body").text
         assert "8 results" in body and "Error" not in body

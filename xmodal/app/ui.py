@@ -47,6 +47,9 @@ def build_app(
         chosen = select_result(retriever, shown, event.index, config)
         return chosen.image, escape_markdown(chosen.details), chosen.hit_id
 
+    def clear_selection():
+        return None, "", None
+
     def more_like_this(hit_id: int | None):
         chosen = Selection.load(retriever, hit_id, config)
         if chosen.image is None:
@@ -85,7 +88,7 @@ def build_app(
         hit_ids = gr.State([])
         selected = gr.State(None)
         inputs = [query[name] for name in _QUERY_ORDER]
-        gr.on(
+        searched = gr.on(
             triggers=[query["button"].click, query["text"].submit],
             fn=search,
             inputs=inputs,
@@ -95,6 +98,8 @@ def build_app(
             "negative text, a text/image weight and a filter; returns labelled thumbnails and "
             "a status line.",
         )
+        # a new result list: the larger view of an old result would look like one of the new
+        searched.then(clear_selection, outputs=[large, details, selected], api_visibility="private")
         gallery.select(
             on_select, inputs=hit_ids, outputs=[large, details, selected], api_visibility="private"
         )
@@ -105,7 +110,7 @@ def build_app(
             api_visibility="private",
         ).success(
             search, inputs=inputs, outputs=[gallery, status, hit_ids], api_visibility="private"
-        )
+        ).then(clear_selection, outputs=[large, details, selected], api_visibility="private")
         # Refreshed on every page load so the count follows the collection; not an API endpoint.
         demo.load(header, outputs=heading, api_visibility="private", concurrency_limit=None)
     demo.queue(
