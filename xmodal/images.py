@@ -8,33 +8,65 @@ no raw PIL or OS error escapes.
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import logging
 import os
 import stat
+import warnings
 from typing import IO
 
-import numpy as np
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from xmodal.errors import ImageDecodeError
+from xmodal.image_modes import to_rgb
 
-__all__ = ["MAX_IMAGE_PIXELS", "ORIGINAL_SIZE", "load_image"]
+__all__ = [
+    "ALLOWED_FORMATS",
+    "CONTENT_HASH",
+    "MAX_IMAGE_PIXELS",
+    "ORIGINAL_SIZE",
+    "content_hasher",
+    "load_image",
+]
 
 logger = logging.getLogger(__name__)
 
 # 2**27 (~134 MP) is above every single-shot camera output in common use (108 MP phone sensors
 # write 12000x9000 = 108 MP; full-frame cameras write <= 61 MP), so real photos pass, while the
-# decoded RGB buffer stays <= 384 MiB per worker. It is also below PIL's hard bomb limit
-# (2 * Image.MAX_IMAGE_PIXELS = 178,956,970), so with defaults PIL never refuses an image that
-# this policy would accept: our check, made on the header before any pixel is decoded, decides.
+# decoded RGB buffer stays <= 384 MiB per worker.
 MAX_IMAGE_PIXELS: int = 2**27
+
+# The one pixel cap of this process. PIL warns above its own MAX_IMAGE_PIXELS (89.5 MP by default,
+# below ours: 108 MP photos printed a DecompressionBombWarning on stderr) and refuses above twice
+# it. PIL's limit is set to ours, so it never speaks about an image this policy accepts; the
+# warning it gives between 1x and 2x is silenced because our check, made on the header before any
+# pixel is decoded, refuses those images with a typed reason anyway. Above 2x, PIL's error is
+# turned into the same reason (``_classify``). A filter rather than ``catch_warnings``: that one
+# swaps the process-wide filter list and is not thread-safe (the app decodes in threads).
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# The formats PIL may open. An allow-list, because PIL identifies a file by its content: an EPS
+# named .png would otherwise reach Ghostscript (a subprocess run on untrusted input), and
+# PDF/PS/WMF and other rarely used plugins are attack surface with no photo in them. Every format
+# here decodes in-process. JPEG covers MPO (multi-picture JPEG); PPM covers PGM/PBM/PNM.
+ALLOWED_FORMATS: tuple[str, ...] = (
+    "JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "PPM", "PSD", "JPEG2000", "AVIF", "ICO", "TGA",
+)  # fmt: skip
+# Formats refused by name, so that the message says what the file is (sniffed from its start).
+_REFUSED_MAGIC = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"%PDF", "PDF"))
+
+# ``image.info`` key on every decoded image: the content hash (``content_hasher``) of exactly the
+# bytes that were decoded, so a stored hash always describes the stored vector.
+CONTENT_HASH = "xmodal_content_hash"
+# How often a file that changes while it is read is read again before giving up.
+READ_ATTEMPTS = 3
 
 # ``image.info`` key on every decoded file: its full upright (width, height), also when a
 # reduced-size decode (``draft_size``) produced fewer pixels.
 ORIGINAL_SIZE = "xmodal_original_size"
 
-_WHITE = (255, 255, 255)
 _ORIENTATION_TAG = 0x0112
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that rotate by 90 degrees
 _UNSUPPORTED_HINTS = ("not available", "cannot find loader", "not supported", "unsupported")
@@ -49,14 +81,16 @@ def load_image(
     """Decode ``source`` into a fully loaded 8-bit RGB image.
 
     EXIF orientation is applied, every mode is converted to RGB (16-bit scaled, alpha composited on
-    white) and only the first frame of an animation or multi-page file is used. ``max_pixels``
-    caps width * height, checked from the header before pixels are decoded. ``draft_size`` lets a
-    large JPEG decode at a reduced DCT scale while both sides stay >= the requested (width, height)
-    of the upright image. A ``PIL.Image`` input is used at its current frame and never modified.
+    white) and only the first frame of an animation or multi-page file is used. Only the formats
+    in ``ALLOWED_FORMATS`` are opened. ``max_pixels`` caps width * height, checked from the header
+    before pixels are decoded. ``draft_size`` lets a large JPEG decode at a reduced DCT scale
+    while both sides stay >= the requested (width, height) of the upright image. A file is read
+    once, into memory, and those bytes are both decoded and hashed (``info[CONTENT_HASH]``). A
+    ``PIL.Image`` input is used at its current frame and never modified.
 
     Raises:
         ImageDecodeError: with ``reason`` one of ``empty``, ``not-an-image``, ``truncated``,
-            ``decompression-bomb``, ``unreadable``, ``unsupported``.
+            ``decompression-bomb``, ``unreadable``, ``unsupported``, ``changed-during-read``.
     """
     if draft_size is not None:
         _check_draft_size(draft_size)
@@ -66,19 +100,66 @@ def load_image(
         name = "<bytes>"
         if len(source) == 0:
             raise ImageDecodeError("empty", "no image data (0 bytes)", name)
-        return _decode_stream(io.BytesIO(source), name, max_pixels, draft_size)
+        return _decode_bytes(bytes(source), name, max_pixels, draft_size)
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        with _open_file(path) as handle:
-            return _decode_stream(handle, path, max_pixels, draft_size)
+        return _decode_bytes(read_file(path), path, max_pixels, draft_size)
     raise TypeError(
         f"load_image() takes a path, bytes or a PIL.Image.Image, not {type(source).__name__}"
     )
 
 
+def content_hasher() -> hashlib.blake2b:
+    """The content hash of the catalog: blake2b-128 (feed it bytes, read ``hexdigest()``)."""
+    return hashlib.blake2b(digest_size=16)
+
+
 def _check_draft_size(draft_size: tuple[int, int]) -> None:
     if len(draft_size) != 2 or not all(isinstance(v, int) and v > 0 for v in draft_size):
         raise ValueError(f"draft_size must be two positive ints (width, height), got {draft_size}")
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a regular file, read whole; a file rewritten while it is read is read again.
+
+    Size and mtime are compared before and after reading: a writer that rewrote the file in
+    between (even to the same size) would otherwise give bytes that are half old, half new.
+
+    Raises:
+        ImageDecodeError: ``unreadable``, ``empty`` or, after ``READ_ATTEMPTS`` reads that each
+            saw the file change, ``changed-during-read``.
+    """
+    for _ in range(READ_ATTEMPTS):
+        with _open_file(path) as handle:
+            before = os.fstat(handle.fileno())
+            data = _read_all(handle, path)
+            after = os.stat(path)  # by name: a writer that replaced the file shows here too
+        if _same_file(before, after) and len(data) == after.st_size:
+            return data
+        logger.info("%s changed while it was read; reading it again", path)
+    raise ImageDecodeError(
+        "changed-during-read",
+        f"the file changed while it was read ({READ_ATTEMPTS} times); index it again once it is "
+        "written",
+        path,
+    )
+
+
+def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_ino, before.st_size, before.st_mtime_ns) == (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+    )
+
+
+def _read_all(handle: IO[bytes], path: str) -> bytes:
+    try:
+        return handle.read()
+    except OSError as exc:
+        raise ImageDecodeError(
+            "unreadable", f"cannot read file: {exc.strerror or exc}", path
+        ) from exc
 
 
 def _open_file(path: str) -> IO[bytes]:
@@ -102,6 +183,16 @@ def _open_file(path: str) -> IO[bytes]:
         raise ImageDecodeError(
             "unreadable", f"cannot read file: {exc.strerror or exc}", path
         ) from exc
+
+
+def _decode_bytes(
+    data: bytes, name: str, max_pixels: int, draft_size: tuple[int, int] | None
+) -> Image.Image:
+    image = _decode_stream(io.BytesIO(data), name, max_pixels, draft_size)
+    digest = content_hasher()
+    digest.update(data)
+    image.info[CONTENT_HASH] = digest.hexdigest()
+    return image
 
 
 def _decode_stream(
@@ -134,13 +225,30 @@ def _load_pil(image: Image.Image, max_pixels: int) -> Image.Image:
 
 def _open_image(handle: IO[bytes], name: str) -> ImageFile.ImageFile:
     try:
-        return Image.open(handle)
+        return Image.open(handle, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise ImageDecodeError(
-            "not-an-image", "not a recognised image format (or its header is invalid)", name
-        ) from None
+        raise _unidentified(handle, name) from None
     except Exception as exc:  # PIL plugins raise many types on hostile headers
         raise _classify(exc, name) from exc
+
+
+def _unidentified(handle: IO[bytes], name: str) -> ImageDecodeError:
+    handle.seek(0)
+    start = handle.read(4)
+    for magic, kind in _REFUSED_MAGIC:
+        if start == magic:
+            return ImageDecodeError(
+                "unsupported",
+                f"{kind} is not decoded (it would run an interpreter on the file); convert it "
+                "to PNG or JPEG",
+                name,
+            )
+    return ImageDecodeError(
+        "not-an-image",
+        "not a recognised image format (or its header is invalid); accepted: "
+        + ", ".join(ALLOWED_FORMATS),
+        name,
+    )
 
 
 def _load_pixels(image: Image.Image, name: str) -> None:
@@ -219,7 +327,7 @@ def _orientation(image: Image.Image) -> int:
 def _normalise(image: Image.Image, name: str) -> Image.Image:
     upright = _exif_transpose(image, name)
     try:
-        return _to_rgb(upright)
+        return to_rgb(upright)
     except (ValueError, OSError) as exc:
         raise ImageDecodeError(
             "unsupported", f"cannot convert mode {image.mode!r} to RGB ({exc})", name
@@ -234,70 +342,3 @@ def _exif_transpose(image: Image.Image, name: str) -> Image.Image:
     except Exception as exc:  # a broken orientation tag is not worth losing the image over
         logger.warning("%s: ignoring unusable EXIF orientation (%s)", name, exc)
         return image
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Every branch builds a new image, so the input is never returned or modified."""
-    mode = image.mode
-    if mode.startswith("I") or mode == "F":
-        return _high_depth_to_rgb(image)
-    if mode == "LAB":
-        return ImageCms.applyTransform(image, _lab_to_srgb())
-    if mode == "La":  # premultiplied; PIL only un-premultiplies La -> LA
-        image = image.convert("LA")
-    if image.has_transparency_data:
-        return _flatten_on_white(image.convert("RGBA"))
-    # 1, L, P, RGB, RGBX, CMYK (PIL already un-inverts Adobe CMYK JPEGs), YCbCr, HSV.
-    return image.convert("RGB")
-
-
-def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
-    """Scale 16/32-bit integer and float greyscale to 8 bits instead of clipping at 255."""
-    raw = np.asarray(image)
-    grey = _scale_to_uint8(raw, image.mode)
-    rgb = Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
-    transparent = image.info.get("transparency")
-    if isinstance(transparent, int) and image.mode != "F":
-        alpha = np.where(raw == transparent, 0, 255).astype(np.uint8)
-        rgb = _flatten_on_white(Image.merge("RGBA", (*rgb.split(), Image.fromarray(alpha, "L"))))
-    return rgb
-
-
-def _scale_to_uint8(raw: np.ndarray, mode: str) -> np.ndarray:
-    if mode.startswith("I;16") or (
-        mode == "I" and raw.size and raw.min() >= 0 and raw.max() <= 65535
-    ):
-        # round(v / 257) in integers: 65535 -> 255, 32768 -> 128; the full 16-bit range survives.
-        return ((raw.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    values = raw.astype(np.float32)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(raw.shape, np.uint8)
-    low, high = float(values[finite].min()), float(values[finite].max())
-    values = np.where(finite, values, low)
-    if mode == "F" and low >= 0 and high <= 1:
-        scaled = values * 255.0  # the usual convention for normalised float images
-    elif high > low:
-        scaled = (values - low) * (255.0 / (high - low))  # arbitrary range: stretch it
-    else:
-        scaled = values
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-
-
-def _flatten_on_white(rgba: Image.Image) -> Image.Image:
-    background = Image.new("RGB", rgba.size, _WHITE)
-    background.paste(rgba.convert("RGB"), mask=rgba.getchannel("A"))
-    return background
-
-
-@functools.cache
-def _lab_to_srgb() -> ImageCms.ImageCmsTransform:
-    # PIL's plain convert() copies L*a*b* bytes into RGB on older versions; LittleCMS does it
-    # colorimetrically. NOCACHE makes the shared transform safe to use from several threads.
-    return ImageCms.buildTransform(
-        ImageCms.createProfile("LAB"),
-        ImageCms.createProfile("sRGB"),
-        "LAB",
-        "RGB",
-        flags=ImageCms.Flags.NOCACHE,
-    )
