@@ -24,11 +24,28 @@ def model_args(p: argparse.ArgumentParser, default_help: str | None = None) -> N
 
 
 def decode_args(p: argparse.ArgumentParser) -> None:
-    """--batch-size and --workers of the batch pipeline."""
+    """--batch-size, --workers and --decode-timeout of the batch pipeline."""
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
         "--workers", type=int, help="decoding processes (default: chosen for the device; 0: inline)"
     )
+    p.add_argument(
+        "--decode-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds one file may take to be read and decoded; a file that takes longer (a "
+        "stalled network mount) is recorded as failed with reason timeout (default 60)",
+    )
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
 
 
 def source_args(p: argparse.ArgumentParser) -> None:

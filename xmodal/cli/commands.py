@@ -53,6 +53,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     config = IndexConfig(
         batch_size=args.batch_size,
         workers=args.workers,
+        decode_timeout=args.decode_timeout or IndexConfig.decode_timeout,
         commit_every=args.commit_every,
         prune=args.prune,
         retry_failed=args.retry_failed,

@@ -56,6 +56,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         text_column=args.text_column,
         batch_size=args.batch_size,
         workers=args.workers,
+        decode_timeout=args.decode_timeout or EmbedConfig.decode_timeout,
         policy=SourcePolicy(
             include_hidden=args.hidden,
             follow_links=args.follow_links,

@@ -41,6 +41,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         test_dir=args.test,
         batch_size=args.batch_size,
         workers=args.workers,
+        decode_timeout=args.decode_timeout or ProbeConfig.decode_timeout,
     )
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     report = run_probe(encoder, args.dataset, config)

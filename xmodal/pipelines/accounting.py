@@ -9,8 +9,9 @@ have reached: same ids, vectors, catalog rows and ledger.
 
 Inputs that failed in an earlier run are not decoded again while their size and mtime are
 unchanged (the same bytes fail the same way); they are recorded as failed again with the old
-reason. Files that could not be read (``unreadable``: permissions, I/O errors) are always retried,
-as is everything with ``retry_failed``.
+reason. Files that could not be read (``unreadable``: permissions, I/O errors), that hit the
+decoding deadline (``timeout``: a stalled mount) or that changed while they were read
+(``changed-during-read``) are always retried, as is everything with ``retry_failed``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from xmodal.pipelines.sources import Item, Skipped
 
 log = logging.getLogger(__name__)
 
-RETRY_ALWAYS = frozenset({"unreadable"})
+# Failures of the moment rather than of the bytes: the next run tries these files again.
+RETRY_ALWAYS = frozenset({"unreadable", "timeout", "changed-during-read"})
 # Chunks that only record unchanged or skipped inputs cost no model time to redo: they are
 # committed together, so a re-run over a million unchanged files does not copy the catalog 500x.
 LEDGER_ONLY_COMMIT = 65536

@@ -11,7 +11,6 @@ that still exists reuses the vector too and both rows stay.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal.images import content_hasher
 from xmodal.index import Collection, Record
 from xmodal.index.filters import Clause, Filter
 from xmodal.pipelines.sources import Item, Span
@@ -31,11 +31,13 @@ _BATCH = 10_000
 
 
 def file_hash(source: str | os.PathLike | Span) -> str | None:
-    """Hex blake2b-128 of a file's bytes, or of a span's (a tar member).
+    """The content hash of a file's bytes, or of a span's (a tar member), as decoding makes it.
 
-    None when it cannot be read or is not a regular file (decoding reports why).
+    None when it cannot be read or is not a regular file (decoding reports why). Used to find
+    stored vectors before decoding; the hash catalogued with a decoded file is the one decoding
+    made of the very bytes it decoded (``Prepared.content_hash``).
     """
-    digest = hashlib.blake2b(digest_size=16)
+    digest = content_hasher()
     span = source if isinstance(source, Span) else None
     path = span.path if span else source
     left = span.length if span else None  # None: to the end of the file

@@ -3,6 +3,11 @@
 Workers are separate processes (decoding is CPU-bound Python/C work), fed through a bounded
 window so memory stays flat however many items stream through. Every input comes back as a
 :class:`Prepared`, either with pixels or with the reason it failed.
+
+Every input has a deadline (``timeout`` seconds to be read and decoded): a read from a mount that
+stopped answering blocks in the kernel and cannot be interrupted, so the stuck worker process is
+killed and replaced, or, inline, the stuck reader thread is abandoned. The input is recorded as
+``timeout`` and the run goes on.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,17 +27,22 @@ import numpy as np
 
 from xmodal.encoders.preprocess import Preparer
 from xmodal.errors import ImageDecodeError
-from xmodal.images import ORIGINAL_SIZE
+from xmodal.images import CONTENT_HASH, ORIGINAL_SIZE
+from xmodal.pipelines.inflight import InflightMarks
 from xmodal.pipelines.sources import Span
 
 log = logging.getLogger(__name__)
+# Seconds one input may take to be read and decoded. Generous: a 100 MP TIFF decodes in a few
+# seconds on a slow core; only a stalled read or a pathological file takes a minute.
+DECODE_TIMEOUT = 60.0
 _PREPARER: Preparer | None = None
 _BYTES = "<bytes>"  # the name decoding gives to in-memory input
 
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """One input after decoding: pixels and the image's full size, or why it failed."""
+    """One input after decoding: pixels, the image's full size and the content hash of the bytes
+    that were decoded; or why it failed."""
 
     uri: str
     pixels: np.ndarray | None
@@ -39,6 +50,7 @@ class Prepared:
     message: str | None = None
     width: int | None = None
     height: int | None = None
+    content_hash: str | None = None
 
 
 def _init(preparer: Preparer) -> None:
@@ -59,7 +71,8 @@ def prepare_one(source: str | Span, preparer: Preparer | None = None) -> Prepare
     try:
         image = preparer.load(_span_bytes(source) if isinstance(source, Span) else source)
         width, height = image.info.get(ORIGINAL_SIZE, image.size)
-        return Prepared(uri, preparer.preprocess(image), width=width, height=height)
+        pixels = preparer.preprocess(image)
+        return Prepared(uri, pixels, None, None, width, height, image.info.get(CONTENT_HASH))
     except ImageDecodeError as exc:
         message = str(exc)
         if exc.source == _BYTES:  # name the span instead of "<bytes>"
@@ -130,6 +143,13 @@ class DecodePool:
         self._executor = self._start()
         self.restarts += 1
 
+    def kill(self) -> None:
+        """End every worker now (one is stuck past its deadline) and start a fresh pool."""
+        # The executor has no public way to end a worker that does not return.
+        for process in list(getattr(self._executor, "_processes", {}).values()):
+            process.kill()
+        self.restart()
+
     def shutdown(self, cancel_futures: bool = True) -> None:
         self._executor.shutdown(wait=True, cancel_futures=cancel_futures)
 
@@ -146,39 +166,98 @@ def prepare_stream(
     preparer: Preparer,
     pool: DecodePool | None,
     window: int,
+    *,
+    timeout: float = DECODE_TIMEOUT,
+    marks: InflightMarks | None = None,
 ) -> Iterator[Prepared]:
     """Yield one Prepared per source, in input order, with at most ``window`` in flight.
 
     A worker crash costs only the input that causes it: that input comes back failed with
-    reason ``worker-crash`` and every other input in flight is prepared again.
+    reason ``worker-crash`` and every other input in flight is prepared again. An input not
+    prepared within ``timeout`` seconds comes back failed with reason ``timeout``. Inline
+    (``pool`` None), ``marks`` records the input being decoded, and the inputs an earlier run
+    died on are decoded in a separate process.
     """
     if pool is None:
-        for source in sources:
-            yield prepare_one(source, preparer)
+        yield from _inline(sources, preparer, timeout, marks)
         return
     pending: deque[tuple[object, Future[Prepared]]] = deque()
     for source in sources:
         pending.append((source, pool.submit(source)))
         if len(pending) >= window:
-            yield from _take(pending, pool, 1)
-    yield from _take(pending, pool, len(pending))
+            yield from _take(pending, pool, 1, timeout)
+    yield from _take(pending, pool, len(pending), timeout)
+
+
+def _inline(
+    sources: Iterable[object], preparer: Preparer, timeout: float, marks: InflightMarks | None
+) -> Iterator[Prepared]:
+    isolated: DecodePool | None = None
+    try:
+        for source in sources:
+            if marks is not None and str(source) in marks.suspects:
+                isolated = isolated or DecodePool(preparer, 1)
+                yield _alone(source, isolated, timeout)
+                continue
+            if marks is not None:
+                marks.mark(str(source))
+            prepared = _with_deadline(source, preparer, timeout)
+            if marks is not None:
+                marks.clear()  # before the model runs: a crash there is not this file's doing
+            yield prepared
+    finally:
+        if isolated is not None:
+            isolated.shutdown()
+
+
+def _with_deadline(source: object, preparer: Preparer, timeout: float) -> Prepared:
+    """Prepare in a daemon thread: one that misses the deadline is abandoned, not waited for."""
+    result: list[Prepared] = []
+    thread = threading.Thread(
+        target=lambda: result.append(prepare_one(source, preparer)),  # type: ignore[arg-type]
+        name="xmodal-decode",
+        daemon=True,  # a thread stuck in read() must not keep the process from exiting
+    )
+    thread.start()
+    thread.join(timeout)
+    return result[0] if result else _timed_out(source, timeout)
+
+
+def _timed_out(source: object, timeout: float) -> Prepared:
+    log.warning("%s: not read and decoded within %g s; recorded as failed", source, timeout)
+    return Prepared(
+        str(source),
+        None,
+        "timeout",
+        f"{source}: not read and decoded within {timeout:g} s (a stalled network mount?); the "
+        "next run tries it again (see --decode-timeout)",
+    )
 
 
 def _take(
-    pending: deque[tuple[object, Future[Prepared]]], pool: DecodePool, n: int
+    pending: deque[tuple[object, Future[Prepared]]], pool: DecodePool, n: int, timeout: float
 ) -> Iterator[Prepared]:
-    """The next ``n`` results; after a crash, every result in flight (retried one by one)."""
+    """The next ``n`` results; after a crash or a stall, every result in flight (retried one by
+    one). The head's deadline runs from when it is waited for: inputs start in order and all
+    earlier ones are done, so by then it has a worker of its own."""
     for _ in range(n):
         source, future = pending.popleft()
         try:
-            yield future.result()
-        except BrokenProcessPool:
-            in_flight = [(source, future), *pending]
+            yield future.result(timeout=timeout)
+        except (BrokenProcessPool, TimeoutError) as exc:
+            stalled = isinstance(exc, TimeoutError)
+            in_flight = ([] if stalled else [(source, future)]) + list(pending)
             pending.clear()
-            log.warning("a decoding process died; retrying %d inputs one by one", len(in_flight))
-            pool.restart()
+            if stalled:
+                pool.kill()
+                yield _timed_out(source, timeout)
+            else:
+                log.warning(
+                    "a decoding process died; retrying %d inputs one by one", len(in_flight)
+                )
+                pool.restart()
             for again, earlier in in_flight:
-                yield _finished(earlier) or _alone(again, pool)
+                yield _finished(earlier) or _alone(again, pool, timeout)
             return
 
 
@@ -189,10 +268,13 @@ def _finished(future: Future[Prepared]) -> Prepared | None:
     return None
 
 
-def _alone(source: object, pool: DecodePool) -> Prepared:
+def _alone(source: object, pool: DecodePool, timeout: float) -> Prepared:
     """Prepare one input with nothing else in flight: a crash now is this input's doing."""
     try:
-        return pool.submit(source).result()
+        return pool.submit(source).result(timeout=timeout)
+    except TimeoutError:
+        pool.kill()
+        return _timed_out(source, timeout)
     except BrokenProcessPool:
         pool.restart()
         log.warning("decoding %s killed its worker process; recorded as failed", source)

@@ -45,6 +45,7 @@ from xmodal.pipelines.features.stream import (
 )
 from xmodal.pipelines.features.writers import publish, temp_name, write_json
 from xmodal.pipelines.sources import Item, SourcePolicy, iter_inputs
+from xmodal.pipelines.workers import DECODE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class EmbedConfig:
     text_column: str | None = None
     batch_size: int = 32
     workers: int | None = None  # decoding processes; None: chosen for the device; 0: inline
+    decode_timeout: float = DECODE_TIMEOUT  # seconds per input to be read and decoded
     progress: bool | None = None
     policy: SourcePolicy = field(default_factory=SourcePolicy)
 
@@ -191,7 +193,12 @@ def _embed_images(
     bar = tqdm(unit="img", disable=True if config.progress is False else None)
     with bar:
         stream = image_features(
-            encoder, inputs, representation, batch_size=config.batch_size, workers=config.workers
+            encoder,
+            inputs,
+            representation,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            timeout=config.decode_timeout,
         )
         for event in stream:
             if isinstance(event, Embedded):

@@ -23,6 +23,7 @@ from xmodal.encoders.representation import parse_representation
 from xmodal.errors import XmodalError
 from xmodal.pipelines.features.stream import Embedded, image_features
 from xmodal.pipelines.sources import Item, Skipped, iter_inputs
+from xmodal.pipelines.workers import DECODE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class ProbeConfig:
     test_dir: str | None = None  # a given test split; None: a stratified held-out share
     batch_size: int = 32
     workers: int | None = None
+    decode_timeout: float = DECODE_TIMEOUT  # seconds per input to be read and decoded
     max_iter: int = 2000
 
 
@@ -116,7 +118,12 @@ def dataset_features(
     rows, labels, failed = [], [], 0
     representation = parse_representation(config.representation)
     stream = image_features(
-        encoder, inputs(), representation, batch_size=config.batch_size, workers=config.workers
+        encoder,
+        inputs(),
+        representation,
+        batch_size=config.batch_size,
+        workers=config.workers,
+        timeout=config.decode_timeout,
     )
     for event in stream:
         if isinstance(event, Embedded):

@@ -20,7 +20,13 @@ from xmodal.encoders import Encoder
 from xmodal.encoders.representation import Representation
 from xmodal.errors import XmodalError
 from xmodal.pipelines.sources import Item, Skipped
-from xmodal.pipelines.workers import Prepared, default_workers, make_pool, prepare_stream
+from xmodal.pipelines.workers import (
+    DECODE_TIMEOUT,
+    Prepared,
+    default_workers,
+    make_pool,
+    prepare_stream,
+)
 
 TEXT_COLUMNS = ("text", "caption", "sentence", "title")
 
@@ -51,8 +57,12 @@ def image_features(
     *,
     batch_size: int = 32,
     workers: int | None = None,
+    timeout: float = DECODE_TIMEOUT,
 ) -> Iterator[Embedded | Dropped]:
-    """Decode ``inputs`` (worker processes, a bounded window ahead); encode them in batches."""
+    """Decode ``inputs`` (worker processes, a bounded window ahead); encode them in batches.
+
+    An input not read and decoded within ``timeout`` seconds is dropped with reason ``timeout``.
+    """
     workers = default_workers(encoder.spec.device) if workers is None else workers
     pool = make_pool(encoder.preparer, workers)
     items: deque[Item] = deque()
@@ -68,7 +78,9 @@ def image_features(
 
     batch: list[tuple[Item, Prepared]] = []
     try:
-        for prepared in prepare_stream(sources(), encoder.preparer, pool, 4 * batch_size):
+        for prepared in prepare_stream(
+            sources(), encoder.preparer, pool, 4 * batch_size, timeout=timeout
+        ):
             item = items.popleft()
             yield from (Dropped(s.uri, "skipped", s.reason) for s in skipped)
             skipped.clear()
