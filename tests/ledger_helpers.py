@@ -156,3 +156,37 @@ class Zygote:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait(timeout=30)
+
+
+@dataclass(frozen=True)
+class StallingPreparer:
+    """Wraps a real preparer; loading a file named in ``stalls`` first opens ``fifo`` for
+    reading, which blocks until a writer opens it: a read from a mount that stopped answering."""
+
+    inner: object
+    fifo: str
+    stalls: frozenset[str] = frozenset()
+
+    def load(self, source):
+        if Path(str(source)).name in self.stalls:
+            with open(self.fifo, "rb") as handle:
+                handle.read()
+        return self.inner.load(source)
+
+    def preprocess(self, image):
+        return self.inner.preprocess(image)
+
+
+class CountingEncoder:
+    """An encoder that counts the images it encodes (everything else is the wrapped one's)."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self.encoded = 0
+
+    def encode_pixels(self, pixels, *args, **kwargs):
+        self.encoded += len(pixels)
+        return self._inner.encode_pixels(pixels, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
