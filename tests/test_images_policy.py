@@ -186,3 +186,10 @@ def test_a_file_that_keeps_changing_is_changed_during_read(
     reads = _rewrite_after_reading(monkeypatch, path, times=99)
     raise_reason(path, "changed-during-read", "photo.bmp: the file changed while it was read")
     assert len(reads) == images.READ_ATTEMPTS
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "huge.jpg"
+    with open(path, "wb") as handle:  # sparse: costs no disk and no time
+        handle.truncate(images.MAX_FILE_BYTES + 1)
+    raise_reason(path, "too-large", "huge.jpg: file is 1024 MiB, over the 1024 MiB cap")

@@ -19,7 +19,8 @@ class ImageDecodeError(XmodalError):
     """An input could not be decoded into an RGB image.
 
     ``reason`` is a short machine-readable code (``empty``, ``not-an-image``, ``truncated``,
-    ``decompression-bomb``, ``unreadable``, ``unsupported``); ``source`` names the input.
+    ``decompression-bomb``, ``unreadable``, ``unsupported``, ``too-large``, ...); ``source``
+    names the input.
     """
 
     def __init__(self, reason: str, message: str, source: str | None = None) -> None:

@@ -62,6 +62,10 @@ _REFUSED_MAGIC = ((b"%!PS", "PostScript/EPS"), (b"\xc5\xd0\xd3\xc6", "EPS"), (b"
 CONTENT_HASH = "xmodal_content_hash"
 # How often a file that changes while it is read is read again before giving up.
 READ_ATTEMPTS = 3
+# The largest file read into memory. A file is read whole (hashed and decoded from one buffer), so
+# without a cap a multi-GB file in a photo folder would be held in RAM by every worker that met
+# it. 1 GiB is above any image this policy accepts: 2**27 px of uncompressed 16-bit RGBA is 1 GiB.
+MAX_FILE_BYTES: int = 2**30
 
 # ``image.info`` key on every decoded file: its full upright (width, height), also when a
 # reduced-size decode (``draft_size``) produced fewer pixels.
@@ -90,7 +94,8 @@ def load_image(
 
     Raises:
         ImageDecodeError: with ``reason`` one of ``empty``, ``not-an-image``, ``truncated``,
-            ``decompression-bomb``, ``unreadable``, ``unsupported``, ``changed-during-read``.
+            ``decompression-bomb``, ``unreadable``, ``unsupported``, ``changed-during-read``,
+            ``too-large``.
     """
     if draft_size is not None:
         _check_draft_size(draft_size)
@@ -132,7 +137,9 @@ def read_file(path: str) -> bytes:
     for _ in range(READ_ATTEMPTS):
         with _open_file(path) as handle:
             before = os.fstat(handle.fileno())
+            _check_file_size(before.st_size, path)
             data = _read_all(handle, path)
+            _check_file_size(len(data), path)
             after = os.stat(path)  # by name: a writer that replaced the file shows here too
         if _same_file(before, after) and len(data) == after.st_size:
             return data
@@ -153,9 +160,20 @@ def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
     )
 
 
+def _check_file_size(size: int, path: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ImageDecodeError(
+            "too-large",
+            f"file is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB cap for one "
+            "image",
+            path,
+        )
+
+
 def _read_all(handle: IO[bytes], path: str) -> bytes:
     try:
-        return handle.read()
+        # One byte past the cap: a file that grows while it is read is still caught.
+        return handle.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ImageDecodeError(
             "unreadable", f"cannot read file: {exc.strerror or exc}", path
