@@ -1,4 +1,7 @@
-"""Tiny random-init CLIP and SigLIP checkpoints, built in code and saved like real ones.
+"""Tiny random-init dual encoders of every supported family, built in code and saved like real ones.
+
+:func:`save_tiny` writes one of :data:`FAMILIES`; CLIP and SigLIP are built here, the other
+families in :mod:`xmodal.demo.tiny_families`.
 
 Each builder writes a directory that a plain
 ``AutoModel.from_pretrained(dir, use_safetensors=True)`` plus ``AutoProcessor.from_pretrained(dir)``
@@ -211,4 +214,39 @@ def save_tiny_siglip(
     processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     path = save_model_dir(model, processor, directory)
     logger.debug("saved tiny SigLIP (%s) to %s", sizes, path)
+    return path
+
+
+# Every family xmodal supports, as save_tiny names them.
+FAMILIES = ("clip", "siglip", "siglip2", "siglip2-naflex", "chinese_clip", "altclip", "align")
+
+
+def save_tiny(family: str, directory: str | Path, *, seed: int = 0) -> Path:
+    """Save a tiny random-init checkpoint of ``family`` (one of :data:`FAMILIES`).
+
+    Models are seeded; tokenizers are trained locally on the demo words, general captions and
+    :data:`xmodal.demo.tokenizers_families.MULTILINGUAL_TEXTS`.
+    """
+    from xmodal.demo import tiny_families
+    from xmodal.demo.tokenizers_families import MULTILINGUAL_TEXTS
+
+    texts = (*DEFAULT_TEXTS, *MULTILINGUAL_TEXTS)
+    if family == "clip":
+        return save_tiny_clip(directory, seed=seed, texts=texts)
+    if family == "siglip":
+        return save_tiny_siglip(directory, seed=seed, texts=texts)
+
+    builders = {
+        "siglip2": tiny_families.build_siglip2,
+        "siglip2-naflex": tiny_families.build_siglip2_naflex,
+        "chinese_clip": tiny_families.build_chinese_clip,
+        "altclip": tiny_families.build_altclip,
+        "align": tiny_families.build_align,
+    }
+    if family not in builders:
+        raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+    sizes = TinySizes(max_text_positions=64)
+    model, processor = builders[family](sizes, texts, seed)
+    path = save_model_dir(model, processor, directory)
+    logger.debug("saved tiny %s (%s) to %s", family, sizes, path)
     return path

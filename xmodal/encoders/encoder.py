@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from xmodal.encoders.hardware import PRECISIONS, resolve_device, resolve_precision
 from xmodal.encoders.loading import resolve_model
+from xmodal.encoders.naflex import NaflexPipeline, naflex_from_processor, unpack
 from xmodal.encoders.preprocess import (
     ImageInput,
     PixelPipeline,
@@ -29,7 +30,7 @@ from xmodal.encoders.representation import (
     image_features,
     parse_representation,
     text_features,
-    tower_config,
+    tower_width,
 )
 from xmodal.encoders.spec import EncoderSpec
 from xmodal.errors import ModelLoadError
@@ -50,12 +51,20 @@ class Encoder:
     """
 
     def __init__(
-        self, model: Any, processor: Any, spec: EncoderSpec, pixels: PixelPipeline | None
+        self,
+        model: Any,
+        processor: Any,
+        spec: EncoderSpec,
+        pixels: PixelPipeline | NaflexPipeline | None,
     ) -> None:
         self.model = model
         self.processor = processor
         self.spec = spec
-        self.preparer = Preparer(pixels, None if pixels else processor.image_processor)
+        image_processor = None if pixels else processor.image_processor
+        self.preparer = Preparer(pixels, image_processor, processor_call_kwargs(processor))
+        # NaFlex inputs travel packed (patches + spatial shape in one array): see encoders.naflex
+        names = getattr(processor.image_processor, "model_input_names", ())
+        self._packed = "spatial_shapes" in names
         self._device = torch.device(spec.device)
         self._dtype = PRECISIONS[spec.precision]
         self._text_keys = set(inspect.signature(model.get_text_features).parameters)
@@ -66,7 +75,11 @@ class Encoder:
         return self.preparer.load(source)
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
-        """RGB image -> float32 (3, H, W) pixel array, exactly as the model expects it."""
+        """RGB image -> float32 array, exactly as the model expects it.
+
+        (3, H, W) pixels; for NaFlex models a packed (1 + max_num_patches, patch_dim) array of
+        patches and their spatial shape. Arrays of one model always have the same shape.
+        """
         return self.preparer.preprocess(image)
 
     def feature_dim(
@@ -77,22 +90,32 @@ class Encoder:
         if chosen.kind == "embedding":
             return self.spec.dim
         check_supported(self.model, chosen, modality)
-        return int(tower_config(self.model, modality).hidden_size)
+        return tower_width(self.model, modality)
 
     def encode_pixels(
         self, batch: np.ndarray, *, representation: str | Representation = EMBEDDING
     ) -> np.ndarray:
-        """A (n, 3, H, W) float32 batch from :meth:`preprocess` -> (n, dim) rows."""
+        """A stacked batch of :meth:`preprocess` arrays -> (n, dim) rows."""
         chosen = parse_representation(representation)
         if len(batch) == 0:
             return np.zeros((0, self.feature_dim(chosen, "image")), dtype=np.float32)
-        pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
         with torch.inference_mode():
-            pixels = pixels.to(self._device, self._dtype)
+            inputs = self._pixel_inputs(np.ascontiguousarray(batch, dtype=np.float32))
             if chosen.kind == "embedding":
-                return _normalised(self.model.get_image_features(pixel_values=pixels))
+                return _normalised(self.model.get_image_features(**inputs))
             check_supported(self.model, chosen, "image")
-            return image_features(self.model, pixels, chosen).cpu().numpy()
+            return image_features(self.model, inputs, chosen).cpu().numpy()
+
+    def _pixel_inputs(self, batch: np.ndarray) -> dict[str, torch.Tensor]:
+        """The vision tower's keyword inputs for a stacked batch, on the model's device."""
+        if not self._packed:
+            return {"pixel_values": torch.from_numpy(batch).to(self._device, self._dtype)}
+        pixels, mask, spatial = unpack(batch)
+        return {
+            "pixel_values": torch.from_numpy(pixels).to(self._device, self._dtype),
+            "pixel_attention_mask": torch.from_numpy(mask).to(self._device),
+            "spatial_shapes": torch.from_numpy(spatial).to(self._device),
+        }
 
     def encode_images(
         self,
@@ -218,9 +241,7 @@ def load_encoder(
     chosen = resolve_precision(precision, torch_device)
     model, processor = _load_model(source.directory, name_or_path)
     model.to(device=torch_device, dtype=PRECISIONS[chosen]).eval()
-    pixels = pipeline_from_processor(processor.image_processor)
-    if pixels is not None and fast_preprocessing:
-        pixels = PixelPipeline(**{**pixels.__dict__, "draft": True})
+    pixels = _pixel_pipeline(processor, fast_preprocessing)
     spec = EncoderSpec(
         model_id=source.model_id,
         revision=source.revision,
@@ -235,6 +256,24 @@ def load_encoder(
     )
     log.info("loaded %s (%s) on %s in %s", spec.model_id, spec.revision[:12], spec.device, chosen)
     return Encoder(model, processor, spec, pixels)
+
+
+def processor_call_kwargs(processor: Any) -> dict[str, Any]:
+    """Image settings the model's processor passes on every call (Siglip2Processor's patch
+    size and budget); transformers lets them win over the image processor's own config."""
+    return dict(getattr(processor, "images_kwargs", None) or {})
+
+
+def _pixel_pipeline(processor: Any, fast: bool) -> PixelPipeline | NaflexPipeline | None:
+    """xmodal's own pipeline for this processor, or None to run the processor itself."""
+    image_processor = processor.image_processor
+    naflex = naflex_from_processor(image_processor, processor_call_kwargs(processor))
+    if naflex is not None:
+        return naflex
+    pixels = pipeline_from_processor(image_processor)
+    if pixels is not None and fast:
+        pixels = PixelPipeline(**{**pixels.__dict__, "draft": True})
+    return pixels
 
 
 def _load_model(directory: os.PathLike, name: str | os.PathLike) -> tuple[Any, Any]:
@@ -272,11 +311,11 @@ def _text_max_length(model: Any, processor: Any) -> int:
     return min(positions, int(limit)) if limit and limit < 1_000_000 else positions
 
 
-def _preprocessing_summary(processor: Any, pixels: PixelPipeline | None) -> dict[str, Any]:
+def _preprocessing_summary(
+    processor: Any, pixels: PixelPipeline | NaflexPipeline | None
+) -> dict[str, Any]:
     summary: dict[str, Any] = {"image_processor": type(processor.image_processor).__name__}
     if pixels is not None:
         summary.update(pixels.summary())
-        summary["pipeline"] = "xmodal-fast" if pixels.draft else "xmodal-exact"
-    else:
-        summary["pipeline"] = "processor"
+    summary["pipeline"] = Preparer(pixels).kind
     return summary

@@ -10,12 +10,13 @@ input. Processor configs it does not understand fall back to the processor itsel
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from xmodal.encoders.naflex import NaflexPipeline, pack_processor_output
 from xmodal.images import load_image
 
 DRAFT_MARGIN = 2  # >= 2x the model input: 0.99999 cosine of a full decode on ViT-B/32
@@ -113,6 +114,8 @@ def pipeline_from_processor(image_processor: Any) -> PixelPipeline | None:
         return None
     if get("do_pad") or get("do_convert_rgb") is False or get("max_num_patches"):
         return None
+    if get("rescale_offset") or get("include_top"):
+        return None  # EfficientNet (ALIGN): pixels * scale - 1, or a second division by std
     size = _as_dict(get("size"))
     shortest = size.get("shortest_edge")
     if size.get("longest_edge") or size.get("max_height"):
@@ -160,12 +163,22 @@ def _triple(values: Any) -> tuple[float, float, float]:
 class Preparer:
     """Decode + preprocess for one model; picklable, so batch workers can run it.
 
-    Uses the fast :class:`PixelPipeline` when the processor's recipe is reproducible and the
-    model's own image processor otherwise.
+    Uses the fast :class:`PixelPipeline` (or :class:`NaflexPipeline`) when the processor's recipe
+    is reproducible and the model's own image processor otherwise, called with ``call_kwargs``,
+    the defaults the model's processor passes on every call. NaFlex outputs come packed
+    (:mod:`xmodal.encoders.naflex`) whichever path made them.
     """
 
-    pipeline: PixelPipeline | None
+    pipeline: PixelPipeline | NaflexPipeline | None
     image_processor: Any = None
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        """``xmodal-fast`` (reduced-size decode), ``xmodal-exact`` or ``processor``."""
+        if self.pipeline is None:
+            return "processor"
+        return "xmodal-fast" if self.pipeline.draft else "xmodal-exact"
 
     def load(self, source: ImageInput) -> Image.Image:
         draft = self.pipeline.draft_size() if self.pipeline is not None else None
@@ -174,7 +187,9 @@ class Preparer:
     def preprocess(self, image: Image.Image) -> np.ndarray:
         if self.pipeline is not None:
             return self.pipeline(image)
-        out = self.image_processor(images=[image], return_tensors="np")
+        out = self.image_processor(images=[image], return_tensors="np", **self.call_kwargs)
+        if "spatial_shapes" in out:
+            return pack_processor_output(out)
         return np.asarray(out["pixel_values"][0], dtype=np.float32)
 
     def __call__(self, source: ImageInput) -> np.ndarray:

@@ -9,9 +9,14 @@
                head's output (SigLIP has no projection after it, so this is the embedding before
                normalisation); texts: the layer-normed last token, i.e. the input of the text
                model's linear ``head``, which is SigLIP's text projection.
+               Chinese-CLIP / AltCLIP: images as CLIP; texts: the text tower's last hidden state
+               at [CLS] (``<s>``), the input of ``text_projection``.
+               ALIGN: images: the EfficientNet's pooled output (the embedding before
+               normalisation; ALIGN projects only texts); texts: as Chinese-CLIP.
 ``hidden:N``   ``hidden_states[N]`` of the tower (0: the token embeddings, 1..L: the output of layer
                N, before any final layer norm; negative N counts from the end), mean-pooled over
-               tokens: all tokens for images, the real (unpadded) tokens for texts.
+               tokens: all tokens for images (the real patches for NaFlex), the real (unpadded)
+               tokens for texts. Not defined for ALIGN's images (a CNN: no token sequence).
 
 Only ``embedding`` is normalised: inner features are returned as the model computes them.
 """
@@ -25,7 +30,14 @@ import torch
 
 from xmodal.errors import XmodalError
 
-_POOLED_FAMILIES = {"clip": "projection", "siglip": "head", "siglip2": "head"}
+_POOLED_FAMILIES = {
+    "clip": "projection",
+    "siglip": "head",
+    "siglip2": "head",
+    "chinese_clip": "cls",
+    "altclip": "cls",
+    "align": "cls",
+}
 _ACCEPTED = "embedding, pooled or hidden:N (N an integer layer index; negative counts from the end)"
 
 
@@ -63,13 +75,28 @@ def tower_config(model: Any, modality: str) -> Any:
     return model.config.vision_config if modality == "image" else model.config.text_config
 
 
+def tower_width(model: Any, modality: str) -> int:
+    """Width of a tower's pooled / hidden features.
+
+    ALIGN's EfficientNet has no ``hidden_size``: its pooled output has the channels of its last
+    stage, which ALIGN makes equal to ``projection_dim`` (the image side has no projection).
+    """
+    width = getattr(tower_config(model, modality), "hidden_size", None)
+    return int(width or model.config.projection_dim)
+
+
 def check_supported(model: Any, representation: Representation, modality: str) -> None:
     """Raise a clear XmodalError when ``model`` cannot produce ``representation``."""
     model_type = model.config.model_type
     if representation.kind == "pooled" and model_type not in _POOLED_FAMILIES:
         raise XmodalError(
-            f"representation 'pooled' is defined for CLIP and SigLIP models, not {model_type}; "
+            f"representation 'pooled' is not defined for {model_type} models; "
             "use 'embedding' or 'hidden:N'"
+        )
+    if representation.kind == "hidden" and modality == "image" and model_type == "align":
+        raise XmodalError(
+            "representation hidden:N is not defined for ALIGN images (its image tower is a CNN, "
+            "with no token sequence to average); use 'embedding' or 'pooled'"
         )
     if representation.kind == "hidden":
         layers = int(tower_config(model, modality).num_hidden_layers)
@@ -81,14 +108,26 @@ def check_supported(model: Any, representation: Representation, modality: str) -
 
 
 def image_features(
-    model: Any, pixels: torch.Tensor, representation: Representation
+    model: Any, inputs: dict[str, torch.Tensor], representation: Representation
 ) -> torch.Tensor:
-    """Inner image features (``pooled`` or ``hidden:N``) as float32, not normalised."""
+    """Inner image features (``pooled`` or ``hidden:N``) as float32, not normalised.
+
+    ``inputs``: ``pixel_values``, plus ``pixel_attention_mask`` and ``spatial_shapes`` for NaFlex.
+    """
     hidden = representation.kind == "hidden"
-    out = model.vision_model(pixel_values=pixels, output_hidden_states=hidden)
-    if hidden:
-        return out.hidden_states[representation.layer].float().mean(dim=1)
-    return out.pooler_output.float()
+    mask = inputs.get("pixel_attention_mask")
+    out = model.vision_model(**inputs, output_hidden_states=hidden)
+    if not hidden:
+        return out.pooler_output.float()
+    states = out.hidden_states[representation.layer].float()
+    if mask is None:
+        return states.mean(dim=1)
+    return _masked_mean(states, mask)
+
+
+def _masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.to(states.device, states.dtype).unsqueeze(-1)
+    return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def text_features(
@@ -101,9 +140,10 @@ def text_features(
     hidden = representation.kind == "hidden"
     out = model.text_model(**tokens, output_hidden_states=hidden)
     if hidden:
-        states = out.hidden_states[representation.layer].float()
-        weights = mask.to(states.device, states.dtype).unsqueeze(-1)
-        return (states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-    if _POOLED_FAMILIES[model.config.model_type] == "head":
+        return _masked_mean(out.hidden_states[representation.layer].float(), mask)
+    pooling = _POOLED_FAMILIES[model.config.model_type]
+    if pooling == "head":
         return out.last_hidden_state[:, -1, :].float()  # the input of SigLIP's text head
+    if pooling == "cls":
+        return out.last_hidden_state[:, 0, :].float()  # the input of text_projection
     return out.pooler_output.float()
