@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import io
 import ipaddress
+import os
+import signal
 import socket
+import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -155,3 +159,85 @@ def build_photo_collection(model_dir: Path, photos: list[Path], target: Path):
             encoder, collection, [str(p) for p in photos], IndexConfig(workers=0, progress=False)
         )
     return Retriever(encoder, Collection.open(target))
+
+
+# A file name that is not valid UTF-8 (Linux allows any bytes but "/" and NUL in names).
+NON_UTF8_NAME = os.fsdecode(b"caf\xe9-\xff.png")
+
+
+def photo_folder(photos: list[Path], target: Path) -> Path:
+    """``photos`` symlinked into ``target`` plus one copy under a non-UTF-8 name."""
+    target.mkdir(parents=True)
+    for photo in photos:
+        (target / photo.name).symlink_to(photo)
+    (target / NON_UTF8_NAME).write_bytes(photos[0].read_bytes())
+    return target
+
+
+def index_folder(model_dir: Path, folder: Path, target: Path) -> Path:
+    """A collection of every image in ``folder``, indexed with the model at ``model_dir``."""
+    build_photo_collection(model_dir, sorted(folder.iterdir()), target).collection.close()
+    return target
+
+
+class ServeProcess:
+    """``xmodal serve`` as a child process on a free port, with its own Gradio cache folder."""
+
+    def __init__(self, collection: Path, cache: Path, *extra: str, token: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.cache = cache
+        self.token = token
+        env = {
+            **os.environ,
+            "GRADIO_TEMP_DIR": str(cache),
+            "HF_HUB_OFFLINE": "1",
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "XMODAL_AUTH_TOKEN": token or "",
+        }
+        command = [sys.executable, "-m", "xmodal.cli", "serve", "-c", str(collection)]
+        self.process = subprocess.Popen(
+            [*command, "--port", str(self.port), "--precision", "fp32", *extra],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="backslashreplace",
+        )
+        self._wait_until_up(deadline=time.monotonic() + 180)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _wait_until_up(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"xmodal serve exited: {self.process.communicate()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        self.process.kill()
+        raise AssertionError(
+            f"xmodal serve did not listen within 180 s: {self.process.communicate()}"
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> tuple[int, str, str]:
+        """Send ``sig``; return (exit code, stdout, stderr). Fails if it does not stop in time."""
+        self.process.send_signal(sig)
+        try:
+            out, err = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            out, err = self.process.communicate()
+            raise AssertionError(
+                f"xmodal serve ignored signal {sig} for {timeout} s: {err}"
+            ) from None
+        return self.process.returncode, out, err
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()

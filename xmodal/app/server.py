@@ -42,6 +42,7 @@ def create_app(
     from xmodal.app.clip_protocol import clip_router
     from xmodal.app.security import BodyLimit, TokenGuard
     from xmodal.app.ui import build_app
+    from xmodal.app.uploads import UploadedFilesOnly
 
     config = config or AppConfig()
     retriever = batched(retriever)
@@ -71,7 +72,9 @@ def create_app(
         footer_links=["api"],
     )
     app.state.admission = admission
-    guarded: Any = BodyLimit(app, config.max_upload_bytes * 4 // 3 + BODY_OVERHEAD)
+    # Gradio's own check of client file paths is off on a mounted (never launched) page.
+    guarded: Any = UploadedFilesOnly(app, demo.GRADIO_CACHE)
+    guarded = BodyLimit(guarded, config.max_upload_bytes * 4 // 3 + BODY_OVERHEAD)
     if config.auth_token:
         guarded = TokenGuard(guarded, config.auth_token)
     return guarded

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -195,7 +196,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     access = f"; open {url}?token=YOUR_TOKEN once in a browser" if token else ""
     print(f"serving the search UI and API on {url} (API docs at {url}docs{access}; Ctrl-C stops)")
     name = args.collection.resolve().name or "xmodal"
-    serve(retriever, host=args.host, port=args.port, config=config, index_name=name)
+    return _serving(
+        serve, retriever, host=args.host, port=args.port, config=config, index_name=name
+    )
+
+
+def _serving(serve: Callable[..., None], retriever: Retriever, **options: object) -> int:
+    """Serve until Ctrl-C, which is how a server is stopped: say so, not "interrupted"."""
+    try:
+        serve(retriever, **options)
+    except KeyboardInterrupt:
+        print("xmodal: server stopped", file=sys.stderr)
+        return 130
     return 0
 
 
@@ -279,5 +291,4 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from xmodal.app import serve
 
     print(f"serving the search UI on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    serve(retriever, host=args.host, port=args.port)
-    return 0
+    return _serving(serve, retriever, host=args.host, port=args.port)
