@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,12 @@ RECORDS = [
 TOKEN = "correct-horse-battery"
 
 
+@dataclass(frozen=True)
+class FakeResult:
+    hits: tuple
+    reason: str | None = None
+
+
 class FakeRetriever:
     """Three generated images, scores falling with rank; refuses empty queries like the real one."""
 
@@ -38,7 +45,10 @@ class FakeRetriever:
         self.broken_thumbs: set[int] = set()
         self.explode = False
 
-    def search(
+    def search(self, text=None, image=None, **options):
+        return list(self.search_result(text, image, **options).hits)
+
+    def search_result(
         self,
         text=None,
         image=None,
@@ -67,7 +77,7 @@ class FakeRetriever:
         hits = [Hit(id=10 + i, score=0.9 - 0.2 * i, record=r) for i, r in enumerate(RECORDS)]
         if threshold is not None:
             hits = [h for h in hits if h.score >= threshold]
-        return hits[:k]
+        return FakeResult(tuple(hits[:k]), None if hits else f"nothing at {threshold}")
 
     def describe(self):
         return {"model": "tiny-clip", "count": 3, "index": "Flat", "projection": None, "dim": 16}

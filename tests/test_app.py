@@ -99,12 +99,12 @@ def test_empty_query_is_a_message_and_never_reaches_the_retriever(retriever, tex
 
 def test_retriever_errors_are_shown_as_their_message(retriever):
     # Bypass the app's own check to prove the retriever's XmodalError is caught too.
-    real_search = retriever.search
+    real_search = retriever.search_result
 
     def search_ignoring_text(text=None, **kwargs):
         return real_search(text="", **kwargs)
 
-    retriever.search = search_ignoring_text  # type: ignore[method-assign]
+    retriever.search_result = search_ignoring_text  # type: ignore[method-assign]
     outcome = run_search(retriever, q("cat", None, 5, None), AppConfig())
     assert not outcome.ok
     assert outcome.message == "The query is empty: give a text or an image."
@@ -131,26 +131,35 @@ def test_unreadable_thumbnail_becomes_a_placeholder(retriever):
     assert retriever.thumb_calls[0] == (10, 128)
 
 
-def test_k_is_clamped_and_threshold_is_optional(retriever):
+def test_k_over_the_maximum_is_lowered_and_said(retriever):
     config = AppConfig()
-    run_search(retriever, q("cat", None, 1000, ""), config)
-    run_search(retriever, q("cat", None, 0.2, float("nan")), config)
+    clamped = run_search(retriever, q("cat", None, 1000, ""), config)
     run_search(retriever, q("cat", None, "7", "0.6"), config)
-    assert [(c["k"], c["threshold"]) for c in retriever.calls] == [(100, None), (1, None), (7, 0.6)]
+    run_search(retriever, q("cat", None, 2.0, None), config)
+    assert [(c["k"], c["threshold"]) for c in retriever.calls] == [(100, None), (7, 0.6), (2, None)]
+    assert clamped.message == "3 results. Showing at most 100 results (asked for 1000)."
 
 
-def test_threshold_with_no_results_says_what_to_do(retriever):
+def test_no_results_shows_the_retrievers_reason(retriever):
     outcome = run_search(retriever, q("cat", None, 5, 0.95), AppConfig())
     assert outcome.ok and outcome.items == ()
-    assert outcome.message == "No results scored 0.95 or more; lower the minimum score."
+    assert outcome.message == "nothing at 0.95"
+
+
+K_RULE = "k (the number of results) must be a whole number of at least 1, got "
 
 
 @pytest.mark.parametrize(
     ("k", "threshold", "message"),
     [
-        ("many", None, "The number of results must be a number from 1 to 100."),
-        (float("inf"), None, "The number of results must be a number from 1 to 100."),
+        ("many", None, K_RULE + "'many'"),
+        (float("inf"), None, K_RULE + "inf"),
+        (0, None, K_RULE + "0"),
+        (-3, None, K_RULE + "-3"),
+        (0.2, None, K_RULE + "0.2"),
         (5, "high", "The minimum score must be a number, or left empty."),
+        (5, float("nan"), "The minimum score must be a finite number, or left empty."),
+        (5, "inf", "The minimum score must be a finite number, or left empty."),
     ],
 )
 def test_malformed_values_are_messages(retriever, k, threshold, message):

@@ -42,7 +42,8 @@ def test_text_search_returns_rows_with_image_urls(client, retriever):
     response = client.post("/api/search", json={"text": "red", "k": 2})
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"results", "took_ms"} and body["took_ms"] >= 0
+    assert set(body) == {"results", "took_ms", "k", "message"} and body["took_ms"] >= 0
+    assert body["k"] == {"requested": 2, "used": 2} and body["message"] is None
     assert body["results"] == [
         {
             "id": 10,
@@ -75,6 +76,8 @@ def test_all_query_fields_reach_the_retriever(client, retriever):
     }
     response = client.post("/api/search", json=body)
     assert response.status_code == 200 and len(response.json()["results"]) == 2
+    assert response.json()["k"] == {"requested": 500, "used": 50}
+    assert response.json()["message"] == "Showing at most 50 results (asked for 500)."
     call = retriever.calls[0]
     assert isinstance(call["image"], Image.Image)
     assert (call["negative"], call["image_weight"], call["k"], call["threshold"]) == (
@@ -266,3 +269,56 @@ def test_knn_service_takes_clip_clients_exact_request(client, retriever):
     assert [row["id"] for row in rows] == [10, 11, 12]
     assert set(rows[0]) == {"id", "similarity", "url", "caption", "path"}
     assert retriever.calls[0]["k"] == 40
+
+
+K_RULE = "k (the number of results) must be a whole number of at least 1, got "
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("/api/search", b'{"text": "red", "k": 0}', K_RULE + "0"),
+        ("/api/search", b'{"text": "red", "k": -2}', K_RULE + "-2"),
+        ("/api/search", b'{"text": "red", "k": 1e400}', K_RULE + "inf"),
+        ("/knn-service", b'{"text": "red", "num_images": 0}', K_RULE + "0"),
+        ("/knn-service", b'{"text": "red", "num_result_ids": 1e400}', K_RULE + "inf"),
+        (
+            "/api/search",
+            b'{"text": "red", "threshold": -1e400}',
+            "The minimum score must be a finite",
+        ),
+        ("/api/search", b'{"text": "dog \\ud800 cat"}', "The description is not valid Unicode"),
+        ("/api/search", b'{"text": "a", "negative": "\\udcff"}', "The negative text is not valid"),
+        ("/knn-service", b'{"text": "dog \\ud800 cat"}', "The description is not valid Unicode"),
+    ],
+)
+def test_k_and_text_that_json_allows_but_a_query_cannot_use_are_400(
+    client, retriever, path, body, detail
+):
+    response = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith(detail)
+    assert retriever.calls == []
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"text": "red", "num_images": 1e400}', ["body", "num_images"]),
+        (b'{"text": "red", "\\ud800": 1}', ["body"]),
+    ],
+)
+def test_unwritable_values_in_a_malformed_body_still_get_a_json_422(client, body, loc):
+    headers = {"Content-Type": "application/json"}
+    response = client.post("/api/search", content=body, headers=headers)
+    assert response.status_code == 422
+    assert [e["loc"] for e in response.json()["detail"]] == [loc]
+
+
+def test_knn_service_says_in_a_header_when_it_lowered_k(client, retriever):
+    response = client.post("/knn-service", json={"text": "red", "num_images": 500})
+    assert response.status_code == 200 and [row["id"] for row in response.json()] == [10, 11, 12]
+    assert response.headers["x-xmodal-notice"] == "Showing at most 50 results (asked for 500)."
+    assert retriever.calls[0]["k"] == 50
+    plain = client.post("/knn-service", json={"text": "red", "num_images": 5})
+    assert "x-xmodal-notice" not in plain.headers

@@ -163,13 +163,13 @@ def test_overload_is_refused_fast_with_503():
 
     gate = threading.Event()
     retriever = FakeRetriever()
-    real_search = retriever.search
+    real_search = retriever.search_result
 
     def slow_search(*args, **kwargs):
         gate.wait(20)
         return real_search(*args, **kwargs)
 
-    retriever.search = slow_search  # type: ignore[method-assign]
+    retriever.search_result = slow_search  # type: ignore[method-assign]
     config = AppConfig(concurrency_limit=1, queue_max_size=1)
     results: list[int] = []
     with TestClient(create_app(retriever, config=config)) as http:

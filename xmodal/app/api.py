@@ -12,14 +12,16 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from xmodal.app.admission import Admission, Overloaded
 from xmodal.app.config import AppConfig
-from xmodal.app.handlers import UNEXPECTED_MESSAGE, RawQuery, RetrieverLike, find
+from xmodal.app.handlers import UNEXPECTED_MESSAGE, Found, RawQuery, RetrieverLike, find
 from xmodal.app.query import UploadTooLarge, decode_base64_image
 from xmodal.errors import XmodalError
+from xmodal.index.pathtext import display_path
 from xmodal.index.records import Hit
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,10 @@ class SearchBody(BaseModel):
     image: str | None = Field(None, description="an image, base64 (a data: URL prefix is fine)")
     negative: str | None = Field(None, description="text to steer away from")
     image_weight: float | None = Field(None, description="text+image mix, 0..1 (default 0.5)")
-    k: int | None = Field(None, description="number of results (clamped to the server's max)")
+    # A number, not an int: 0, 2.5 or 1e400 get the shared k rule's message (400), not a 422.
+    k: float | None = Field(
+        None, description="number of results, at least 1 (lowered to the server's max)"
+    )
     threshold: float | None = Field(None, description="drop results scoring below this")
     where: str | None = Field(None, description="filter, e.g. 'ext:jpg and width>=1024'")
 
@@ -44,14 +49,23 @@ class SearchBody(BaseModel):
 class ResultRow(BaseModel):
     id: int
     score: float
-    path: str
+    path: str = Field(description="for display: undecodable bytes of a file name as \\xNN")
     caption: str | None
     image_url: str
+
+
+class KUsed(BaseModel):
+    requested: int
+    used: int = Field(description="the number searched for: requested, or the server's max")
 
 
 class SearchResponse(BaseModel):
     results: list[ResultRow]
     took_ms: float
+    k: KUsed
+    message: str | None = Field(
+        None, description="why there are no results, or that k was lowered; else null"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -94,7 +108,7 @@ def api_router(retriever: RetrieverLike, config: AppConfig, admission: Admission
         """Search by text, image (base64) or both, with optional negative text and filter."""
         started = time.perf_counter()
 
-        def work() -> list[Hit]:
+        def work() -> Found:
             # Decoding the upload is model-side work too: it runs on the bounded queue.
             image = None if body.image is None else decode_base64_image(body.image, config)
             raw = RawQuery(
@@ -106,14 +120,19 @@ def api_router(retriever: RetrieverLike, config: AppConfig, admission: Admission
                 image_weight=body.image_weight,
                 where=body.where,
             )
-            return find(retriever, raw, config)[1]
+            return find(retriever, raw, config)
 
         try:
-            hits = await admission.run(work)
+            found = await admission.run(work)
         except Exception as exc:
             return error_response(exc)
-        rows = [result_row(hit, image_url(request, hit.id)) for hit in hits]
-        return {"results": rows, "took_ms": round((time.perf_counter() - started) * 1e3, 2)}
+        query = found.query
+        return {
+            "results": [result_row(hit, image_url(request, hit.id)) for hit in found.hits],
+            "took_ms": round((time.perf_counter() - started) * 1e3, 2),
+            "k": {"requested": query.k_requested or query.k, "used": query.k},
+            "message": found.message,
+        }
 
     @router.get("/image/{item_id}", name=IMAGE_ROUTE, response_class=Response, responses=ERRORS)
     def image(
@@ -156,7 +175,24 @@ def result_row(hit: Hit, url: str) -> dict[str, Any]:
     return {
         "id": hit.id,
         "score": round(float(hit.score), 6),
-        "path": hit.record.path,
+        "path": display_path(hit.record.path),
         "caption": hit.record.caption,
         "image_url": url,
     }
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 without the offending values: ``1e400`` (inf) or a lone surrogate in them
+    cannot be written as JSON, and the default handler then failed with a 500."""
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    detail = [
+        {
+            "loc": [
+                part if isinstance(part, int) else display_path(str(part)) for part in e["loc"]
+            ],
+            "msg": display_path(str(e.get("msg", ""))),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
+    ]
+    return JSONResponse({"detail": detail}, 422)

@@ -14,16 +14,20 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from xmodal.app.admission import Admission
 from xmodal.app.api import ERRORS, error_response, image_url
 from xmodal.app.config import AppConfig
 from xmodal.app.handlers import RawQuery, RetrieverLike, find
-from xmodal.app.query import QueryError, decode_base64_image
+from xmodal.app.query import QueryError, decode_base64_image, parse_k
+from xmodal.index.pathtext import display_path
 from xmodal.index.records import Hit
 
 log = logging.getLogger(__name__)
+
+NOTICE_HEADER = "X-Xmodal-Notice"
 
 
 class KnnBody(BaseModel):
@@ -36,8 +40,9 @@ class KnnBody(BaseModel):
     image_url: str | None = None
     embedding_input: list[float] | None = None
     modality: str = "image"
-    num_images: int = 40
-    num_result_ids: int | None = None
+    # Numbers, not ints: 0 or 1e400 get the shared k rule's message (400).
+    num_images: float = 40
+    num_result_ids: float | None = None
     indice_name: str | None = None
     use_mclip: bool = False
     deduplicate: bool = False
@@ -71,21 +76,25 @@ def clip_router(
         """Nearest neighbours of a text, a base64 image or an embedding."""
         try:
             _check_knn(body, index_name)
-            num_ids = min(max(body.num_result_ids or body.num_images, 1), config.max_k)
-            hits = await admission.run(lambda: _knn(retriever, body, num_ids, config))
+            wanted = body.num_images if body.num_result_ids is None else body.num_result_ids
+            k = parse_k(wanted)
+            hits = await admission.run(lambda: _knn(retriever, body, min(k, config.max_k), config))
         except Exception as exc:
             return error_response(exc)
         if body.deduplicate:
             hits = _dedup(hits)
-        with_meta = max(body.num_images, 0)
-        return [
+        rows = [
             {
-                **(_metadata(hit, request) if rank < with_meta else {}),
+                **(_metadata(hit, request) if rank < body.num_images else {}),
                 "id": hit.id,
                 "similarity": hit.score,
             }
             for rank, hit in enumerate(hits)
         ]
+        # The body stays clip_back's plain list (ClipClient reads nothing else); a lowered k
+        # is said in a header.
+        notice = f"Showing at most {config.max_k} results (asked for {k})."
+        return JSONResponse(rows, headers={NOTICE_HEADER: notice} if k > config.max_k else None)
 
     @router.post("/metadata", responses=ERRORS)
     async def metadata(body: MetadataBody, request: Request) -> Any:
@@ -121,8 +130,7 @@ def _check_knn(body: KnnBody, index_name: str) -> None:
 def _knn(retriever: RetrieverLike, body: KnnBody, k: int, config: AppConfig) -> list[Hit]:
     if body.text or body.image:
         image = None if not body.image else decode_base64_image(body.image, config)
-        _, hits = find(retriever, RawQuery(text=body.text, image=image, k=k), config)
-        return hits
+        return find(retriever, RawQuery(text=body.text, image=image, k=k), config).hits
     return _search_embedding(retriever, body.embedding_input or [], k)
 
 
@@ -158,5 +166,5 @@ def _metadata(hit: Hit, request: Request) -> dict[str, Any]:
     return {
         "url": image_url(request, hit.id),
         "caption": hit.record.caption or "",
-        "path": hit.record.path,
+        "path": display_path(hit.record.path),
     }

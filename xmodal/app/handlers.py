@@ -17,9 +17,11 @@ from PIL import Image
 from xmodal.app.config import AppConfig
 from xmodal.app.query import QueryError, RawQuery, SearchQuery, parse_query
 from xmodal.errors import XmodalError
+from xmodal.index.pathtext import display_path
 from xmodal.index.records import Hit
 
 __all__ = [
+    "Found",
     "QueryError",
     "RawQuery",
     "RetrieverLike",
@@ -41,10 +43,17 @@ UNEXPECTED_MESSAGE = "Search failed because of an internal error; the server log
 PLACEHOLDER_RGB = (210, 210, 210)
 
 
+class ResultLike(Protocol):
+    """``xmodal.pipelines.search.SearchResult``: hits, and why there are none."""
+
+    hits: tuple[Hit, ...]
+    reason: str | None
+
+
 class RetrieverLike(Protocol):
     """The part of ``xmodal.pipelines.search.Retriever`` the app uses."""
 
-    def search(
+    def search_result(
         self,
         text: str | None = None,
         image: Any = None,
@@ -54,7 +63,7 @@ class RetrieverLike(Protocol):
         k: int = 10,
         threshold: float | None = None,
         where: Any = None,
-    ) -> list[Hit]: ...
+    ) -> ResultLike: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -74,16 +83,28 @@ class SearchOutcome:
     ok: bool
 
 
-def find(
-    retriever: RetrieverLike, raw: RawQuery, config: AppConfig
-) -> tuple[SearchQuery, list[Hit]]:
+@dataclass(frozen=True, slots=True)
+class Found:
+    """A checked query, its hits, and why there are none (from the retriever)."""
+
+    query: SearchQuery
+    hits: list[Hit]
+    reason: str | None = None
+
+    @property
+    def message(self) -> str | None:
+        """What the user should be told beside the hits: a lowered ``k``, an empty result."""
+        return " ".join(m for m in (self.query.notice, self.reason) if m) or None
+
+
+def find(retriever: RetrieverLike, raw: RawQuery, config: AppConfig) -> Found:
     """Check ``raw`` and search; raises ``XmodalError`` with a message meant for the user.
 
     The one path from raw values to hits: the page, the JSON API and the clip-retrieval
     protocol all come through here.
     """
     query = parse_query(raw, config)
-    hits = retriever.search(
+    result = retriever.search_result(
         text=query.text,
         image=query.image,
         negative=query.negative,
@@ -92,12 +113,12 @@ def find(
         threshold=query.threshold,
         where=query.where,
     )
-    return query, hits
+    return Found(query, list(result.hits), None if result.hits else result.reason)
 
 
 def hit_label(hit: Hit, caption_chars: int = 120) -> str:
     """``"0.312 · IMG_0042.jpg · a dog on a beach"``: score, file name (no folder), caption."""
-    parts = [f"{hit.score:.3f}", file_name(hit.record.path)]
+    parts = [f"{hit.score:.3f}", display_path(file_name(hit.record.path))]
     caption = " ".join((hit.record.caption or "").split())
     if caption:
         if len(caption) > caption_chars:
@@ -142,26 +163,23 @@ def run_search(retriever: RetrieverLike, raw: RawQuery, config: AppConfig) -> Se
     logged with its traceback and shown as a generic line, so internals never reach the page.
     """
     try:
-        query, hits = find(retriever, raw, config)
-        items, missing = gallery_items(retriever, hits, config)
+        found = find(retriever, raw, config)
+        items, missing = gallery_items(retriever, found.hits, config)
     except XmodalError as exc:
         return SearchOutcome(items=(), hits=(), message=str(exc), ok=False)
     except Exception:
         log.exception("search failed")
         return SearchOutcome(items=(), hits=(), message=UNEXPECTED_MESSAGE, ok=False)
     return SearchOutcome(
-        items=tuple(items), hits=tuple(hits), message=_summary(query, len(hits), missing), ok=True
+        items=tuple(items), hits=tuple(found.hits), message=_summary(found, missing), ok=True
     )
 
 
-def _summary(query: SearchQuery, n: int, missing: int) -> str:
-    if n == 0:
-        message = "No results"
-        if query.threshold is not None:
-            message += f" scored {query.threshold:g} or more; lower the minimum score"
-        message += "."
-    else:
-        message = f"{n} result{'s' if n != 1 else ''}."
+def _summary(found: Found, missing: int) -> str:
+    n = len(found.hits)
+    message = f"{n} result{'s' if n != 1 else ''}." if n else "No results."
+    if found.message:
+        message = found.message if not n else f"{message} {found.message}"
     if missing:
         message += f" {missing} image{'s' if missing != 1 else ''} could not be loaded."
     return message

@@ -54,6 +54,15 @@ class SearchQuery:
     negative: str | None = None
     image_weight: float = 0.5
     where: str | None = None
+    # What was asked for when it was over the server's maximum and ``k`` was lowered to it.
+    k_requested: int | None = None
+
+    @property
+    def notice(self) -> str | None:
+        """A line saying ``k`` was lowered, or None."""
+        if self.k_requested is None:
+            return None
+        return f"Showing at most {self.k} results (asked for {self.k_requested})."
 
 
 def parse_query(raw: RawQuery, config: AppConfig) -> SearchQuery:
@@ -67,14 +76,16 @@ def parse_query(raw: RawQuery, config: AppConfig) -> SearchQuery:
     where = _clean_text(raw.where, "filter", config)
     if text is None and raw.image is None:
         raise QueryError("Type a description or upload an image to search.")
+    k = parse_k(config.default_k if raw.k is None else raw.k)
     return SearchQuery(
         text=text,
         image=None if raw.image is None else decode_upload(raw.image, config),
-        k=_parse_k(config.default_k if raw.k is None else raw.k, config.max_k),
+        k=min(k, config.max_k),
         threshold=_parse_threshold(raw.threshold),
         negative=negative,
         image_weight=_parse_weight(raw.image_weight),
         where=where,
+        k_requested=k if k > config.max_k else None,
     )
 
 
@@ -82,6 +93,10 @@ def _clean_text(value: Any, what: str, config: AppConfig) -> str | None:
     if value is not None and not isinstance(value, str):
         raise QueryError(f"The {what} must be text.")
     value = (value or "").strip() or None
+    if value is not None and not _is_unicode(value):
+        raise QueryError(
+            f"The {what} is not valid Unicode text (it has an unpaired surrogate); send UTF-8."
+        )
     if value is not None and len(value) > config.max_text_chars:
         raise QueryError(
             f"The {what} has {len(value):,} characters; shorten it to "
@@ -90,14 +105,26 @@ def _clean_text(value: Any, what: str, config: AppConfig) -> str | None:
     return value
 
 
-def _parse_k(k: Any, max_k: int) -> int:
+def _is_unicode(text: str) -> bool:
+    """False for text with lone surrogates (a JSON ``"\\ud800"``): no encoder can take it."""
     try:
-        value = float(k)
-    except (TypeError, ValueError):
-        raise QueryError(f"The number of results must be a number from 1 to {max_k}.") from None
-    if not math.isfinite(value):
-        raise QueryError(f"The number of results must be a number from 1 to {max_k}.")
-    return min(max(round(value), 1), max_k)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_k(k: Any) -> int:
+    """The number of results asked for, by the rule every front end shares (at least 1).
+
+    Clamping to the server's maximum is the caller's, so it can say that it clamped.
+    """
+    from xmodal.pipelines.search import check_k  # lazy: the model stack is not needed here
+
+    try:
+        return check_k(k)
+    except XmodalError as exc:
+        raise QueryError(str(exc)) from None
 
 
 def _parse_threshold(threshold: Any) -> float | None:
@@ -107,7 +134,9 @@ def _parse_threshold(threshold: Any) -> float | None:
         value = float(threshold)
     except (TypeError, ValueError):
         raise QueryError("The minimum score must be a number, or left empty.") from None
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        raise QueryError("The minimum score must be a finite number, or left empty.")
+    return value
 
 
 def _parse_weight(weight: Any) -> float:

@@ -34,10 +34,11 @@ def create_app(
     """The complete ASGI app (page + API + clip-retrieval protocol + guards), not started."""
     import gradio as gr
     from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
     from fastapi.middleware.cors import CORSMiddleware
 
     from xmodal.app.admission import Admission
-    from xmodal.app.api import api_router
+    from xmodal.app.api import api_router, validation_error
     from xmodal.app.batching import batched
     from xmodal.app.clip_protocol import clip_router
     from xmodal.app.security import BodyLimit, TokenGuard
@@ -48,6 +49,7 @@ def create_app(
     retriever = batched(retriever)
     admission = Admission(config.concurrency_limit, config.queue_max_size)
     app = FastAPI(title=f"{title} search API", version="1", docs_url="/docs", redoc_url=None)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(api_router(retriever, config, admission))
     app.include_router(clip_router(retriever, config, admission, index_name))
     app.router.on_shutdown.append(admission.close)

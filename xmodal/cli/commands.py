@@ -135,8 +135,10 @@ def _retriever(args: argparse.Namespace) -> Retriever:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from xmodal.index.pathtext import display_path
+
     retriever = _retriever(args)
-    hits = retriever.search(
+    result = retriever.search_result(
         args.text,
         args.image,
         negative=args.negative,
@@ -145,23 +147,25 @@ def cmd_search(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         where=args.where,
     )
+    hits = result.hits
     if args.json:
         rows = [
             {
                 "id": h.id,
                 "score": round(h.score, 6),
-                "path": h.record.path,
+                "path": display_path(h.record.path),
                 "caption": h.record.caption,
             }
             for h in hits
         ]
-        print(json.dumps({"results": rows}, indent=2, ensure_ascii=False))
+        out = {"results": rows, "message": result.reason}
+        print(json.dumps(out, indent=2, ensure_ascii=False))
         return 0
     if not hits:
-        print("no results")
+        print(result.reason or "no results")
     for rank, hit in enumerate(hits, 1):
         caption = f"  {hit.record.caption}" if hit.record.caption else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {hit.record.path}{caption}")
+        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.record.path)}{caption}")
     return 0
 
 

@@ -45,3 +45,18 @@ def _decode_char(match: re.Match[str]) -> str:
     if len(text) == 2:
         return text[1]
     return chr(ord(text) - _SHIFT)
+
+
+def display_path(path: str) -> str:
+    """``path`` as valid UTF-8 text for JSON and captions: undecodable bytes become ``\\xff``.
+
+    Such a name is a str with lone surrogates (PEP 383), which no JSON encoder or page can
+    carry. The result is for people to read, not a handle: refer to an item by its id.
+    """
+    if path.isascii():
+        return path
+    try:
+        raw = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        raw = path.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")

@@ -6,8 +6,10 @@ decoding policy and encoder as the indexed items.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,33 @@ from xmodal.index.filters import Filter, as_filter
 from xmodal.pipelines.sources import Span, locate
 
 ImageQuery = str | os.PathLike | bytes | Image.Image
+
+
+def check_k(k: Any) -> int:
+    """``k`` as an int; a ``XmodalError`` unless it is a whole number of at least 1.
+
+    The one rule for the number of results, whichever front end asked: the CLI passes ``-k``
+    here through ``Retriever.search``, the app before it clamps to its own maximum. Zero or a
+    negative number is a mistake to report, never something to round up silently.
+    """
+    try:
+        value = float(k)
+    except (TypeError, ValueError):
+        value = math.nan
+    if isinstance(k, bool) or not math.isfinite(value) or value != int(value) or value < 1:
+        shown = int(value) if math.isfinite(value) and value == int(value) else k
+        raise XmodalError(
+            f"k (the number of results) must be a whole number of at least 1, got {shown!r}"
+        )
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """Hits, best first, and when there are none, the reason in one line for the user."""
+
+    hits: tuple[Hit, ...]
+    reason: str | None = None
 
 
 class Retriever:
@@ -75,11 +104,48 @@ class Retriever:
         ``where`` restricts the search to matching items: a Filter, or filter text such as
         ``"ext:jpg and width>=1024"`` (grammar in ``xmodal.index.filters``), or a list of them.
         """
-        if k < 1:
-            raise XmodalError(f"k must be at least 1, got {k}")
-        where = as_filter(where)  # a bad filter fails before any encoding work
+        return list(
+            self.search_result(
+                text,
+                image,
+                negative=negative,
+                image_weight=image_weight,
+                k=k,
+                threshold=threshold,
+                where=where,
+            ).hits
+        )
+
+    def search_result(
+        self,
+        text: str | None = None,
+        image: ImageQuery | None = None,
+        *,
+        negative: str | None = None,
+        image_weight: float = 0.5,
+        k: int = 10,
+        threshold: float | None = None,
+        where: Filter | str | Sequence[str] | None = None,
+    ) -> SearchResult:
+        """As :meth:`search`, and when nothing is found, why: the threshold, the filter, or
+        an empty collection, so every front end can say more than "no results"."""
+        k = check_k(k)
+        filter_ = as_filter(where)  # a bad filter fails before any encoding work
         query = self.query_vector(text, image, negative=negative, image_weight=image_weight)
-        return self.collection.search(query[None, :], k=k, where=where, min_score=threshold)[0]
+        hits = self.collection.search(query[None, :], k=k, where=filter_, min_score=threshold)[0]
+        if hits:
+            return SearchResult(tuple(hits))
+        return SearchResult((), self._why_empty(query, threshold, filter_, where))
+
+    def _why_empty(
+        self, query: np.ndarray, threshold: float | None, filter_: Filter | None, where: Any
+    ) -> str:
+        best = self.collection.search(query[None, :], k=1, where=filter_)[0]
+        if best and threshold is not None:
+            return f"No results scored {threshold:g} or more (best score {best[0].score:.3f})."
+        if filter_ is not None:
+            return f"No item matches the filter {_where_text(where)!r}."
+        return "The collection is empty."
 
     def describe(self) -> dict[str, Any]:
         info = self.collection.info()
@@ -107,3 +173,9 @@ class Retriever:
 
     def _image(self, image: ImageQuery) -> np.ndarray:
         return self.encoder.encode_images([image])[0]
+
+
+def _where_text(where: Any) -> str:
+    if isinstance(where, str) or not isinstance(where, Sequence):
+        return str(where)
+    return " and ".join(str(part) for part in where)

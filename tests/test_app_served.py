@@ -180,6 +180,102 @@ def test_an_uploaded_image_still_searches(server, http, captioned_photos):
     assert status == "3 results\\." and len(gallery) == 3
 
 
+def page_search(http: httpx.Client, text: str, k=5, threshold="", where="") -> tuple[list, str]:
+    """The page's search event through Gradio's queue: (gallery, status line)."""
+    fn_index = next(i for i, n, _ in image_events(http) if n == 7)
+    response, session = join(http, fn_index, [text, None, k, threshold, "", 0.5, where])
+    assert response.status_code == 200, response.text
+    message = outcome(http, session)
+    assert message["success"] is True, message
+    gallery, status, _ = message["output"]["data"]
+    return gallery, status
+
+
+def post_raw(http: httpx.Client, path: str, body: bytes) -> httpx.Response:
+    return http.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
+SHOWN_NAME = "caf\\xe9-\\xff.png"  # how b"caf\xe9-\xff.png" reads in JSON and captions
+
+
+def test_a_non_utf8_file_name_in_the_results(server, http):
+    rows = http.post("/api/search", json={"text": "a photo", "k": 5}).json()["results"]
+    assert len(rows) == 5
+    [odd] = [row for row in rows if row["path"].endswith(SHOWN_NAME)]
+    assert odd["path"] == str(Path(odd["path"]).parent / SHOWN_NAME)
+    image = http.get(f"/api/image/{odd['id']}")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/jpeg"
+    knn = http.post("/knn-service", json={"text": "a photo", "num_images": 5})
+    assert knn.status_code == 200
+    assert [row["path"] for row in knn.json() if row["id"] == odd["id"]] == [odd["path"]]
+    gallery, status = page_search(http, "a photo", k=5)
+    assert status == "5 results\\."
+    assert sum(f" · {SHOWN_NAME}" in item["caption"] for item in gallery) == 1, gallery
+
+
+K_RULE = "k (the number of results) must be a whole number of at least 1, got "
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "detail"),
+    [
+        ("/api/search", rb'{"text": "dog \ud800 cat"}', "The description is not valid Unicode"),
+        ("/knn-service", rb'{"text": "dog \ud800 cat"}', "The description is not valid Unicode"),
+        ("/api/search", b'{"text": "dog", "k": 1e400}', K_RULE + "inf"),
+        ("/knn-service", b'{"text": "dog", "num_images": 1e400}', K_RULE + "inf"),
+        ("/api/search", b'{"text": "dog", "k": 0}', K_RULE + "0"),
+        ("/knn-service", b'{"text": "dog", "num_result_ids": 0}', K_RULE + "0"),
+    ],
+)
+def test_values_json_allows_but_a_query_cannot_use_are_400(server, http, path, body, detail):
+    response = post_raw(http, path, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["detail"].startswith(detail)
+
+
+def test_k_over_the_maximum_is_lowered_and_said(server, http):
+    body = http.post("/api/search", json={"text": "dog", "k": 1000}).json()
+    assert body["k"] == {"requested": 1000, "used": 100} and len(body["results"]) == 5
+    assert body["message"] == "Showing at most 100 results (asked for 1000)."
+    knn = http.post("/knn-service", json={"text": "dog", "num_images": 1000})
+    assert len(knn.json()) == 5
+    assert knn.headers["x-xmodal-notice"] == "Showing at most 100 results (asked for 1000)."
+
+
+def test_no_results_says_why_on_the_api_and_the_page(server, http):
+    from xmodal.app.ui import escape_markdown
+
+    best = http.post("/api/search", json={"text": "dog", "k": 1}).json()["results"][0]["score"]
+    high = round(best + 0.01, 2)
+    expected = f"No results scored {high:g} or more (best score {best:.3f})."
+    body = http.post("/api/search", json={"text": "dog", "threshold": high}).json()
+    assert (body["results"], body["message"]) == ([], expected)
+    assert page_search(http, "dog", threshold=str(high)) == ([], escape_markdown(expected))
+    nothing = "No item matches the filter 'ext:gif'."
+    body = http.post("/api/search", json={"text": "dog", "where": "ext:gif"}).json()
+    assert (body["results"], body["message"]) == ([], nothing)
+    assert page_search(http, "dog", where="ext:gif") == ([], escape_markdown(nothing))
+
+
+def test_the_search_command_says_why_there_are_no_results(collection, capsys):
+    from xmodal.cli import main
+
+    common = ["search", "dog", "-c", str(collection), "--precision", "fp32"]
+    assert main([*common, "-k", "1", "--json"]) == 0
+    best = json.loads(capsys.readouterr().out)["results"][0]["score"]
+    high = round(best + 0.01, 2)
+    assert main([*common, "--threshold", str(high)]) == 0
+    assert (
+        capsys.readouterr().out == f"No results scored {high:g} or more (best score {best:.3f}).\n"
+    )
+    assert main([*common, "--where", "ext:gif"]) == 0
+    assert capsys.readouterr().out == "No item matches the filter 'ext:gif'.\n"
+    assert main([*common, "-k", "0"]) == 1
+    assert capsys.readouterr().err == f"xmodal: error: {K_RULE}0\n"
+    assert main([*common, "-k", "5"]) == 0
+    assert sum(SHOWN_NAME in line for line in capsys.readouterr().out.splitlines()) == 1
+
+
 def test_the_server_stops_on_a_signal(server):
     """Ctrl-C (SIGINT) on the open server, SIGTERM on the other; both after the attacks."""
     interrupt = server.token is None
