@@ -222,3 +222,56 @@ def test_websockets_without_the_token_are_closed(secured):
     ):
         pass
     assert closed.value.code == 1008
+
+
+ORIGIN = "https://front.example"
+
+
+@pytest.fixture(scope="module")
+def cors_secured():
+    from starlette.testclient import TestClient
+
+    from xmodal.app.server import create_app
+
+    config = AppConfig(auth_token=TOKEN, cors_origins=(ORIGIN,))
+    with TestClient(create_app(FakeRetriever(), config=config)) as client:
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/api/search", "/knn-service"])
+def test_a_browser_preflight_passes_the_token_guard(cors_secured, path):
+    cors_secured.cookies.clear()
+    preflight = cors_secured.options(
+        path,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+
+
+def test_cross_origin_requests_still_need_the_token(cors_secured):
+    cors_secured.cookies.clear()
+    body = {"text": "red", "k": 1}
+    refused = cors_secured.post("/api/search", json=body, headers={"Origin": ORIGIN})
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == ORIGIN  # the page can read the 401
+    headers = {"Origin": ORIGIN, "Authorization": f"Bearer {TOKEN}"}
+    allowed = cors_secured.post("/api/search", json=body, headers=headers)
+    assert allowed.status_code == 200 and allowed.json()["results"][0]["id"] == 10
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+
+
+def test_other_origins_get_no_cors_headers(cors_secured):
+    preflight = cors_secured.options(
+        "/api/search",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 400
+    assert "access-control-allow-origin" not in preflight.headers

@@ -53,13 +53,6 @@ def create_app(
     app.include_router(api_router(retriever, config, admission))
     app.include_router(clip_router(retriever, config, admission, index_name))
     app.router.on_shutdown.append(admission.close)
-    if config.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=list(config.cors_origins),
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
     demo = build_app(retriever, title=title, config=config)
     app = gr.mount_gradio_app(
         app,
@@ -79,6 +72,15 @@ def create_app(
     guarded = BodyLimit(guarded, config.max_upload_bytes * 4 // 3 + BODY_OVERHEAD)
     if config.auth_token:
         guarded = TokenGuard(guarded, config.auth_token)
+    if config.cors_origins:
+        # Outside the token guard: a browser's preflight carries no token, and a 401 must
+        # carry CORS headers too, or the calling page cannot read it.
+        guarded = CORSMiddleware(
+            guarded,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
     return guarded
 
 
