@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -42,16 +43,27 @@ def _run_concurrently(batcher: TextBatcher, texts: list[str]) -> dict[str, objec
 
     threads = [threading.Thread(target=run, args=(t,)) for t in texts]
     threads[0].start()
-    while not batcher.wrapped.calls:  # the first text is being encoded alone
-        pass
+    wait_for(lambda: batcher.wrapped.calls, "the first text never reached the encoder")
     for thread in threads[1:]:
         thread.start()
-    while len(batcher._pending) < len(texts) - 1:
-        pass
+    wait_for(
+        lambda: len(batcher._pending) == len(texts) - 1,
+        f"{len(texts) - 1} texts never queued behind the first",
+    )
     batcher.wrapped.release.set()
     for thread in threads:
         thread.join(10)
+    assert not any(t.is_alive() for t in threads), "a caller still waits 10 s after the release"
     return out
+
+
+def wait_for(condition, failure: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail with ``failure`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{failure} (waited {timeout:g} s)")
+        time.sleep(0.001)
 
 
 def test_texts_arriving_during_an_encode_share_the_next_pass():
@@ -129,3 +141,11 @@ def test_batched_retriever_matches_the_plain_one(tiny_clip_dir, tmp_path):
             assert [h.id for h in hits] == [h.id for h in want]
             assert [h.score for h in hits] == pytest.approx([h.score for h in want], abs=1e-5)
     plain.collection.close()
+
+
+def test_waits_in_these_tests_are_bounded():
+    """A regression that never batches must fail the test with a reason, not hang the suite."""
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match=r"never queued \(waited 0.2 s\)"):
+        wait_for(lambda: False, "never queued", timeout=0.2)
+    assert time.monotonic() - started < 5
