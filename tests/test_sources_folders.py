@@ -189,3 +189,14 @@ def test_folders_stream_one_directory_at_a_time(tmp_path: Path) -> None:
     count, streamed, listed = traced_peaks([tmp_path])
     assert count == 4000
     assert listed > 6 * streamed  # one folder's 200 entries at a time, not all 4000 items
+
+
+def test_a_large_folder_listing_keeps_names_not_direntries(tmp_path: Path) -> None:
+    # A folder of a million photos is listed whole (sorted), so each entry's cost counts: a
+    # DirEntry per file held ~350 bytes; names alone hold well under half of that.
+    files = 20_000
+    for i in range(files):
+        (tmp_path / f"IMG_{i:07d}.jpg").touch()
+    count, streamed, _ = traced_peaks([tmp_path])
+    assert count == files
+    assert streamed / files < 150

@@ -1,7 +1,10 @@
 """Folders: walked recursively in a stable order, with the link and hidden-file policy.
 
 Inside a folder, files come before subfolders and both are sorted by name, so a walk over the
-same tree always yields the same sequence. Only one folder's entries are held at a time.
+same tree always yields the same sequence. Only one folder's listing is held at a time, and
+it is kept small: the sorted names as plain strings, with a ``DirEntry`` kept only for the
+folders and links among them (a ``DirEntry`` holds its name, its full path and cached stat
+fields, several times the memory of the name alone, which counts in a folder of a million files).
 
 Symbolic links: a link whose target lies inside the root is taken for a file (under the link's
 name) and not descended for a folder (the folder is walked under its own name anyway); a link
@@ -47,26 +50,27 @@ class _Walk:
     def folder(self, folder: str, subfolders: list[str]) -> Iterator[Item | Skipped]:
         """Yield the files of ``folder``; collect the subfolders to walk into ``subfolders``."""
         try:
-            with os.scandir(folder) as scan:
-                entries = sorted(scan, key=lambda entry: entry.name)
+            names, special = _list(folder)
         except OSError:
             yield Skipped(folder, "unreadable-folder")
             return
-        captions = _sidecars(entries)
-        for entry in entries:
-            if entry.name.startswith(".") and not self.policy.include_hidden:
-                yield Skipped(entry.path, "hidden")
+        captions = _sidecars(names)
+        for name in names:
+            path = os.path.join(folder, name)
+            if name.startswith(".") and not self.policy.include_hidden:
+                yield Skipped(path, "hidden")
                 continue
-            kind = self._kind(entry)
+            entry = special.get(name)
+            kind = "file" if entry is None else self._kind(entry)
             if isinstance(kind, Skipped):
                 yield kind
             elif kind == "folder":
-                subfolders.append(entry.path)
-            elif is_image_name(entry.name):
-                caption = sidecar_caption(entry.path) if _stem(entry.name) in captions else None
-                yield file_item(entry.path, caption, sidecar=False)
-            elif _stem(entry.name) not in captions or not _is_sidecar(entry.name):
-                yield Skipped(entry.path, "not-an-image")
+                subfolders.append(path)
+            elif is_image_name(name):
+                caption = sidecar_caption(path) if _stem(name) in captions else None
+                yield file_item(path, caption, sidecar=False)
+            elif _stem(name) not in captions or not _is_sidecar(name):
+                yield Skipped(path, "not-an-image")
             # else: a caption sidecar, consumed by its image
 
     def _kind(self, entry: os.DirEntry) -> str | Skipped:
@@ -112,7 +116,35 @@ def _is_sidecar(name: str) -> bool:
     return os.path.splitext(name)[1] == ".txt"
 
 
-def _sidecars(entries: list[os.DirEntry]) -> set[str]:
-    """Stems that have both an image and a ``.txt`` sidecar in this folder."""
-    images = {_stem(e.name) for e in entries if is_image_name(e.name)}
-    return {_stem(e.name) for e in entries if _is_sidecar(e.name) and _stem(e.name) in images}
+def _list(folder: str) -> tuple[list[str], dict[str, os.DirEntry]]:
+    """The sorted names in ``folder``, and the entries that are not plain files.
+
+    Whether an entry is a folder or a link comes from the listing itself (``d_type``), so a
+    plain file costs no system call here; an entry whose type cannot be told is kept too, and
+    ``_kind`` decides.
+    """
+    names: list[str] = []
+    special: dict[str, os.DirEntry] = {}
+    with os.scandir(folder) as scan:
+        for entry in scan:
+            names.append(entry.name)
+            try:
+                plain = not entry.is_symlink() and not entry.is_dir(follow_symlinks=False)
+            except OSError:
+                plain = False
+            if not plain:
+                special[entry.name] = entry
+    names.sort()
+    return names, special
+
+
+def _sidecars(names: list[str]) -> set[str]:
+    """Stems that have both an image and a ``.txt`` sidecar in this folder.
+
+    Collected from the ``.txt`` names first: they are usually few, so no set of every image
+    stem in a large folder is built.
+    """
+    texts = {_stem(name) for name in names if _is_sidecar(name)}
+    if not texts:
+        return set()
+    return {_stem(name) for name in names if is_image_name(name) and _stem(name) in texts}
