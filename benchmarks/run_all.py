@@ -118,7 +118,8 @@ def collect(out: Path, machine: dict, runs: list[dict]) -> str:
         "Written by `python benchmarks/run_all.py`; each row's own JSON (in this folder) holds "
         "the full detail, the exact command and the machine it ran on.",
         "",
-        f"Suite machine: {machine['cpu_model']}, {machine['cpu_cores']} cores, "
+        f"{'Suite machine' if runs else 'Collected on'}: {machine['cpu_model']}, "
+        f"{machine['cpu_cores']} cores ({cpu_features(machine)}), "
         f"{machine['ram_gb']} GB RAM, GPU: {machine['gpu'] or 'none'}; torch "
         f"{versions.get('torch')}, FAISS {machine['faiss_version']}, transformers "
         f"{versions.get('transformers')}, Python {machine['python']} ({machine['date']}).",
@@ -140,9 +141,25 @@ def collect(out: Path, machine: dict, runs: list[dict]) -> str:
 
 
 def _where(machine: dict) -> str:
+    """CPU, cores, the CPU features bf16 speed depends on, GPU, torch and date of one run."""
     cpu = machine.get("cpu_model", "?")
     gpu = f", {machine['gpu']}" if machine.get("gpu") else ""
-    return f"{cpu} ×{machine.get('cpu_cores', '?')}{gpu}, {str(machine.get('date', '?'))[:10]}"
+    torch = (machine.get("versions") or {}).get("torch", "?")
+    return (
+        f"{cpu} ×{machine.get('cpu_cores', '?')} ({cpu_features(machine)}){gpu}, torch {torch}, "
+        f"{str(machine.get('date', '?'))[:10]}"
+    )
+
+
+def cpu_features(machine: dict) -> str:
+    """``AMX``, ``AVX-512 BF16`` or ``AVX2, no native bf16``: what decides ``auto`` precision."""
+    flags = machine.get("cpu_flags") or {}
+    if flags.get("amx_bf16"):
+        return "AMX"
+    if flags.get("avx512_bf16"):
+        return "AVX-512 BF16"
+    widest = "AVX-512" if flags.get("avx512f") else "AVX2" if flags.get("avx2") else "no AVX2"
+    return f"{widest}, no native bf16"
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -227,7 +244,17 @@ def _generic(payload: dict, limit: int = 16) -> list[tuple[str, str]]:
     return rows[:limit]
 
 
-_HEADLINES = {"images_per_s", "queries_per_s", "recall_at_10", "p50_ms", "p95_ms", "median_s"}
+_HEADLINES = {
+    "images_per_s",
+    "queries_per_s",
+    "recall_at_10",
+    "p50_ms",
+    "p95_ms",
+    "median_s",
+    "accuracy",
+    "chance",
+    "bytes_per_file",
+}
 _SKIPPED = {"machine", "config", "command", "benchmark", "rows"}
 
 

@@ -26,7 +26,13 @@ def run_all():
 
 @pytest.mark.slow  # imports torch for the machine facts: ~15 s on a busy 2-core machine
 def test_collect_writes_one_table_with_every_results_file(run_all, tmp_path: Path) -> None:
-    machine = {"cpu_model": "Test CPU", "cpu_cores": 3, "date": "2026-01-02T00:00:00"}
+    machine = {
+        "cpu_model": "Test CPU",
+        "cpu_cores": 3,
+        "cpu_flags": {"avx2": True, "avx512f": True, "avx512_bf16": True, "amx_bf16": False},
+        "versions": {"torch": "2.9.0+cpu"},
+        "date": "2026-01-02T00:00:00",
+    }
     row = {
         "label": "pca:16",
         "bytes_per_vector": 64.0,
@@ -46,10 +52,10 @@ def test_collect_writes_one_table_with_every_results_file(run_all, tmp_path: Pat
     (tmp_path / "latency.json").write_text(json.dumps(other))
     assert run_all.main(["--collect-only", "--out", str(tmp_path)]) == 0
     page = (tmp_path / "README.md").read_text()
-    assert "Suite machine: " in page and " cores, " in page and "FAISS " in page
+    assert "Collected on: " in page and " cores (" in page and "FAISS " in page
     assert (
         "| eval | demo: pca:16 | T→I R@1/5/10 50.0/75.0/100.0, I→T 25.0/50.0/62.5, "
-        "64 B/vector, vs exact@10 0.900 | Test CPU ×3, 2026-01-02 |"
+        "64 B/vector, vs exact@10 0.900 | Test CPU ×3 (AVX-512 BF16), torch 2.9.0+cpu, 2026-01-02 |"
     ) in page
     assert "| latency | p50_ms | 12.5 |" in page and "| latency | stages.encode | 3 |" in page
 
