@@ -2,7 +2,7 @@
 
 Data: the held-out demo world (the seed ``xmodal demo`` indexes, 720 images by default), filed
 into one folder per shape (circle, square, triangle: 3 balanced classes). Model: the cached
-demo model (``~/.cache/xmodal/demo-model-v1``, trained by ``xmodal demo`` when missing). Each
+demo model (``~/.cache/xmodal/demo-model-v2``, trained by ``xmodal demo`` when missing). Each
 representation is probed by the real command, ``xmodal probe DIR --model M --precision fp32
 --json`` (fp32 so the figures do not depend on the CPU's bf16 support), default split (20 %
 held out, stratified, seed 0) and C. The demo model is trained for a time budget, so another
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": images,
             "world_seed": HELD_OUT_SEED,
             "classes": "shape (circle, square, triangle)",
-            "model": "demo model (xmodal demo), ~/.cache/xmodal/demo-model-v1",
+            "model": "demo model (xmodal demo), ~/.cache/xmodal/demo-model-v2",
             "model_sha256": digest,
             "precision": "fp32",
         },

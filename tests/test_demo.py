@@ -91,15 +91,9 @@ SHORT_STEPS = 400
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory: pytest.TempPathFactory):
-    """One short training run shared by the tests below: 400 steps (about 20 s on 2 cores).
-
-    A step count rather than a time budget keeps the amount of training, and so the measured
-    precision, the same on a slow or busy machine; the time budget is only a cap.
-    """
+    """One short training run shared by the tests below: 400 steps (about 20 s on 2 cores)."""
     out = tmp_path_factory.mktemp("demo") / "model"
-    config = DemoConfig(max_steps=SHORT_STEPS)
-    # The time budget is only a safety cap, far above the ~20 s a quiet 2-core machine needs.
-    return train_demo_model(out, seed=0, time_budget_s=1800.0, config=config)
+    return train_demo_model(out, seed=0, config=DemoConfig(steps=SHORT_STEPS))
 
 
 @pytest.mark.slow
@@ -122,7 +116,7 @@ def test_saved_demo_model_is_complete_and_published_atomically(short_run) -> Non
     assert not any(n.endswith(".bin") for n in names)
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no build dirs left behind
     record = json.loads((out / "xmodal_demo.json").read_text())
-    assert record["steps"] == short_run.steps and record["config"]["max_steps"] == SHORT_STEPS
+    assert record["steps"] == short_run.steps and record["config"]["steps"] == SHORT_STEPS
 
 
 @pytest.mark.slow
@@ -135,7 +129,7 @@ def test_ensure_demo_model_reuses_a_complete_directory(short_run, monkeypatch) -
 
 
 def test_ensure_demo_model_trains_when_missing(tmp_path, monkeypatch) -> None:
-    config = DemoConfig(n_train=72, max_steps=2, hidden=32, layers=1, heads=2)
+    config = DemoConfig(n_train=72, steps=2, hidden=32, layers=1, heads=2)
     real = train_module.train_demo_model
     monkeypatch.setattr(
         train_module,
@@ -143,13 +137,13 @@ def test_ensure_demo_model_trains_when_missing(tmp_path, monkeypatch) -> None:
         lambda out, **kw: real(out, config=config, **kw),
     )
     monkeypatch.setenv("XMODAL_CACHE", str(tmp_path / "cache"))
-    path = ensure_demo_model(time_budget_s=5.0)
-    assert path == tmp_path / "cache" / "demo-model-v1"
+    path = ensure_demo_model()
+    assert path == tmp_path / "cache" / "demo-model-v2"
     assert (path / "model.safetensors").is_file()
     incomplete = tmp_path / "half"
     incomplete.mkdir()
     (incomplete / "config.json").write_text("{}")
-    assert ensure_demo_model(incomplete, time_budget_s=5.0) == incomplete
+    assert ensure_demo_model(incomplete) == incomplete
     assert (incomplete / "model.safetensors").is_file()
 
 

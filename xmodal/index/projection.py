@@ -188,7 +188,8 @@ def fit_pca(
     # Uncentred: the axes of the second moment E[x x^T], not of the covariance. Retrieval ranks
     # by inner products, and x.q keeps its ranking only if the projection is linear in x;
     # subtracting a mean first adds a per-row bias (-mean.x) that reorders close neighbours
-    # (recall@10 0.81 vs 0.96+ at pca:256 on benchmarks/search.py's 1M clustered rows).
+    # (recall@10 against full-dim exact at pca:256 on benchmarks/search.py's 1M clustered rows:
+    # 0.809 centred, benchmarks/results/search_run1_centred_pca.md; 0.892 uncentred, search.md).
     mean = np.zeros(d)
     covariance = sample.T @ sample / n
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
