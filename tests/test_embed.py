@@ -49,9 +49,11 @@ def _manual_text(name, encoder, reference, representation: str) -> np.ndarray:
     padding = "max_length" if name == "siglip" else True
     length = encoder.spec.text_max_length
     tokens = tokenizer(TEXTS, padding=padding, max_length=length, truncation=True,
-                       return_tensors="pt")  # fmt: skip
+                       return_attention_mask=True, return_tensors="pt")  # fmt: skip
     mask = tokens["attention_mask"]
-    out = reference.text_model(**tokens, output_hidden_states=True)
+    # The model sees what its tokenizer returns: SigLIP's (input_ids only) has no mask.
+    inputs = {k: v for k, v in tokens.items() if k in tokenizer.model_input_names}
+    out = reference.text_model(**inputs, output_hidden_states=True)
     if representation == "pooled":
         if name == "siglip":  # the input of SigLIP's text head (its projection)
             return out.last_hidden_state[:, -1, :].numpy()

@@ -23,12 +23,13 @@ from xmodal.encoders import load_encoder
 from xmodal.errors import XmodalError
 from xmodal.images import load_image
 
-# (model class, tokenizer class as transformers loads it, xmodal's pixel pipeline by default).
+# (model class, tokenizer class as transformers loads the real checkpoints' (google/siglip-*:
+# SiglipTokenizer over spiece.model), xmodal's pixel pipeline by default).
 # xmodal-fast: reduced-size JPEG decodes (none here: the photos come decoded, so the pixels are
 # exact); NaFlex sizes depend on each image, so its own pipeline never drafts.
 EXPECTED = {
     "clip": ("CLIPModel", "CLIPTokenizer", "xmodal-fast"),
-    "siglip": ("SiglipModel", "TokenizersBackend", "xmodal-fast"),
+    "siglip": ("SiglipModel", "SiglipTokenizer", "xmodal-fast"),
     "siglip2": ("SiglipModel", "GemmaTokenizer", "xmodal-fast"),
     "siglip2-naflex": ("Siglip2Model", "Siglip2Tokenizer", "xmodal-exact"),
     "chinese_clip": ("ChineseCLIPModel", "BertTokenizer", "xmodal-fast"),
@@ -104,17 +105,20 @@ def min_cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_tiny_loads_through_the_family_classes(family: str, family_dir) -> None:
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoProcessor, AutoTokenizer
 
     directory = family_dir(family)
     names = {p.name for p in directory.iterdir()}
     assert {"config.json", "model.safetensors", "processor_config.json"} <= names
-    assert {"tokenizer.json", "tokenizer_config.json"} <= names
+    # SigLIP checkpoints ship a SentencePiece model, the others a tokenizers-library file.
+    vocabulary = "spiece.model" if family == "siglip" else "tokenizer.json"
+    assert {vocabulary, "tokenizer_config.json"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
     model_class, tokenizer_class, _ = EXPECTED[family]
     assert type(AutoModel.from_pretrained(directory, use_safetensors=True)).__name__ == model_class
     tokenizer = AutoTokenizer.from_pretrained(directory)
     assert type(tokenizer).__name__ == tokenizer_class
+    assert type(AutoProcessor.from_pretrained(directory).tokenizer).__name__ == tokenizer_class
     for text in MULTILINGUAL_TEXTS:  # every script the tests query with is in the vocabulary
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         assert tokenizer.unk_token_id not in ids, (family, text)

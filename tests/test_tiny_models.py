@@ -38,7 +38,8 @@ def test_safetensors_only(which: str, request: pytest.FixtureRequest) -> None:
     names = {p.name for p in directory.iterdir()}
     assert "model.safetensors" in names
     assert not any(n.endswith((".bin", ".pt", ".pth", ".pkl")) for n in names)
-    assert {"config.json", "tokenizer.json", "tokenizer_config.json"} <= names
+    vocabulary = "spiece.model" if which == "siglip_dir" else "tokenizer.json"
+    assert {"config.json", vocabulary, "tokenizer_config.json"} <= names
 
 
 def test_clip_features_have_projection_dim(clip_dir) -> None:

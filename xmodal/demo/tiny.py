@@ -6,8 +6,9 @@ families in :mod:`xmodal.demo.tiny_families`.
 Each builder writes a directory that a plain
 ``AutoModel.from_pretrained(dir, use_safetensors=True)`` plus ``AutoProcessor.from_pretrained(dir)``
 load offline: ``config.json``, ``model.safetensors`` (never a pickle), ``processor_config.json``
-(transformers 5 keeps the image processor settings there) and the tokenizer files from
-:mod:`xmodal.demo.tokenizer`. A directory takes well under a second to build.
+(transformers 5 keeps the image processor settings there) and the tokenizer files (CLIP's from
+:mod:`xmodal.demo.tokenizer`, SigLIP's ``spiece.model`` from
+:mod:`xmodal.demo.tokenizers_families`). A directory takes well under a second to build.
 
 The text towers have few positions (32 for CLIP, 64 for SigLIP) so truncation is easy to test.
 """
@@ -26,14 +27,15 @@ from transformers import (
     CLIPModel,
     CLIPProcessor,
     CLIPTokenizer,
-    PreTrainedTokenizerFast,
+    PreTrainedTokenizerBase,
     SiglipConfig,
     SiglipImageProcessor,
     SiglipModel,
     SiglipProcessor,
 )
 
-from xmodal.demo.tokenizer import build_clip_tokenizer, build_siglip_tokenizer
+from xmodal.demo.tokenizer import build_clip_tokenizer
+from xmodal.demo.tokenizers_families import build_siglip_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +158,7 @@ def save_tiny_clip(
     return path
 
 
-def siglip_config(sizes: TinySizes, tokenizer: PreTrainedTokenizerFast) -> SiglipConfig:
+def siglip_config(sizes: TinySizes, tokenizer: PreTrainedTokenizerBase) -> SiglipConfig:
     """A ``SiglipConfig`` of ``sizes``; its embedding dim is ``sizes.hidden`` (no projection)."""
     tower = {
         "hidden_size": sizes.hidden,
@@ -191,11 +193,14 @@ def save_tiny_siglip(
     """Save a tiny random-init SigLIP checkpoint to ``directory``.
 
     Preprocessing is SigLIP's: a fixed bicubic resize to ``image_size`` square, mean/std 0.5.
-    The tokenizer pads to ``max_text_positions`` when called with ``padding="max_length"``.
+    The tokenizer is a ``SiglipTokenizer`` over a locally trained ``spiece.model``, as the
+    ``google/siglip-*`` checkpoints ship; it pads to ``max_text_positions`` when called with
+    ``padding="max_length"``.
     """
     sizes = TinySizes(image_size, patch_size, hidden, layers, heads, hidden, max_text_positions)
     tokenizer = build_siglip_tokenizer(
         list(texts or DEFAULT_TEXTS),
+        directory,
         vocab_size=sizes.vocab_size,
         model_max_length=max_text_positions,
     )

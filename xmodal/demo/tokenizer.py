@@ -1,20 +1,19 @@
-"""Small tokenizers trained locally, in the formats CLIP and SigLIP checkpoints ship.
+"""Small byte-level BPE tokenizers trained locally, in the format CLIP checkpoints ship.
 
 Nothing here downloads anything: a byte-level BPE is trained with the ``tokenizers`` library on
 the texts handed in, then wrapped in the transformers class a real checkpoint would name, so that
 ``AutoTokenizer.from_pretrained(dir)`` and ``AutoProcessor.from_pretrained(dir)`` load it back.
 
-Format (both flavours): CLIP's pre-tokenizer (lower-case, split on letters / digits / punctuation,
+Format: CLIP's pre-tokenizer (lower-case, split on letters / digits / punctuation,
 byte-level), BPE with the ``</w>`` end-of-word suffix, and a base vocabulary holding all 256 byte
 symbols with and without ``</w>``, so no input ever maps to the unknown token.
 
-- CLIP flavour: ``<|startoftext|>`` and ``<|endoftext|>`` are the last two ids, as in OpenAI's
-  vocabulary; padding uses ``<|endoftext|>``. CLIP pools the text tower at the *first* id equal to
-  ``text_config.eos_token_id`` (legacy configs with ``eos_token_id == 2`` pool at the highest id
-  instead); with the specials last and padding after the real EOS, both rules pick the real EOS.
-- SigLIP flavour: no BOS; ``</s>`` is appended as EOS and doubles as padding, like Google's
-  checkpoints. SigLIP pools the *last* position, so it must be called with
-  ``padding="max_length"`` (``model_max_length`` is the text tower's position count).
+``<|startoftext|>`` and ``<|endoftext|>`` are the last two ids, as in OpenAI's vocabulary; padding
+uses ``<|endoftext|>``. CLIP pools the text tower at the *first* id equal to
+``text_config.eos_token_id`` (legacy configs with ``eos_token_id == 2`` pool at the highest id
+instead); with the specials last and padding after the real EOS, both rules pick the real EOS.
+
+SigLIP's SentencePiece tokenizer lives in :mod:`xmodal.demo.tokenizers_families`.
 """
 
 from __future__ import annotations
@@ -24,16 +23,14 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import CLIPTokenizer, PreTrainedTokenizerFast
+from transformers import CLIPTokenizer
 
 logger = logging.getLogger(__name__)
 
 CLIP_BOS = "<|startoftext|>"
 CLIP_EOS = "<|endoftext|>"
-SIGLIP_EOS = "</s>"
-SIGLIP_UNK = "<unk>"
 END_OF_WORD = "</w>"
 
 # The split pattern of OpenAI's CLIP tokenizer (also used by transformers' CLIPTokenizer).
@@ -121,42 +118,3 @@ def build_clip_tokenizer(
     vocab[CLIP_BOS] = len(vocab)
     vocab[CLIP_EOS] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=bpe.merges, model_max_length=model_max_length)
-
-
-def build_siglip_tokenizer(
-    texts: Sequence[str], *, vocab_size: int = 1024, model_max_length: int = 64
-) -> PreTrainedTokenizerFast:
-    """A fast tokenizer in SigLIP's conventions (EOS appended, EOS pads, no BOS).
-
-    Google's SigLIP tokenizer is SentencePiece-based and needs the ``sentencepiece`` package;
-    this one is saved as a plain ``tokenizer.json`` that any transformers install can read.
-    """
-    bpe = train_bpe(texts, vocab_size=vocab_size)
-    vocab = {SIGLIP_UNK: 0, SIGLIP_EOS: 1}
-    vocab.update({token: index + 2 for token, index in bpe.vocab.items()})
-    tok = Tokenizer(
-        BPE(
-            vocab=vocab,
-            merges=bpe.merges,
-            continuing_subword_prefix="",
-            end_of_word_suffix=END_OF_WORD,
-            unk_token=SIGLIP_UNK,
-        )
-    )
-    tok.normalizer = _normalizer()
-    tok.pre_tokenizer = _pre_tokenizer()
-    tok.decoder = decoders.Sequence(
-        [decoders.ByteLevel(), decoders.Replace(END_OF_WORD, " "), decoders.Strip(" ", 0, 1)]
-    )
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"$A {SIGLIP_EOS}",
-        pair=f"$A {SIGLIP_EOS} $B {SIGLIP_EOS}",
-        special_tokens=[(SIGLIP_EOS, 1)],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=SIGLIP_EOS,
-        pad_token=SIGLIP_EOS,
-        unk_token=SIGLIP_UNK,
-        model_max_length=model_max_length,
-    )

@@ -14,6 +14,8 @@ tokenisation follows the real code path:
   ``bert-base-uncased``.
 - :func:`build_xlmr_tokenizer`: XLM-R's SentencePiece Unigram (AltCLIP), as
   ``XLMRobertaTokenizer``: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, ``<mask>`` last.
+- :func:`build_siglip_tokenizer`: SigLIP's ``spiece.model``, trained with the ``sentencepiece``
+  library itself, as ``SiglipTokenizer``.
 
 The corpus always includes :data:`MULTILINGUAL_TEXTS`, so Chinese, Arabic, accented Latin and
 emoji queries tokenise into known pieces rather than the unknown token.
@@ -21,13 +23,16 @@ emoji queries tokenise into known pieces rather than the unknown token.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
+import sentencepiece as spm
 from tokenizers import Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE, Unigram, WordPiece
-from transformers import BertTokenizer, GemmaTokenizer, XLMRobertaTokenizer
+from transformers import BertTokenizer, GemmaTokenizer, SiglipTokenizer, XLMRobertaTokenizer
 
 from xmodal.demo.tokenizer import BASE_TEXTS
 
@@ -118,4 +123,51 @@ def build_xlmr_tokenizer(
     pieces.append(("<mask>", 0.0))
     tokenizer = XLMRobertaTokenizer(vocab=pieces, model_max_length=model_max_length)
     logger.debug("trained XLM-R unigram: %d pieces", len(pieces))
+    return tokenizer
+
+
+def build_siglip_tokenizer(
+    texts: Sequence[str],
+    directory: str | Path,
+    *,
+    vocab_size: int = 1024,
+    model_max_length: int = 64,
+) -> SiglipTokenizer:
+    """SigLIP's tokenizer as ``google/siglip-*`` ship it: ``spiece.model`` + ``SiglipTokenizer``.
+
+    A SentencePiece model (written to ``directory/spiece.model``) with T5's special ids:
+    ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no BOS; ``</s>`` is appended and also pads. It is
+    trained on the lower-cased corpus because ``SiglipTokenizer`` lower-cases (and drops ASCII
+    punctuation) before encoding; every character of the corpus is a piece and byte fallback
+    covers the rest. Google's model is a Unigram; on a corpus this small a Unigram keeps few
+    whole words, so this one is BPE (demo words stay one piece each). ``SiglipTokenizer`` runs
+    the same code either way. ``model_input_names`` is ``["input_ids"]`` as in the real checkpoints:
+    SigLIP was trained without an attention mask.
+    """
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([text.lower() for text in family_corpus(texts)]),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        hard_vocab_limit=False,  # a small corpus has fewer pieces than vocab_size
+        character_coverage=1.0,
+        byte_fallback=True,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        pad_piece="<pad>",
+        eos_piece="</s>",
+        unk_piece="<unk>",
+        num_threads=1,  # one thread: the same corpus gives the same model
+        minloglevel=2,
+    )
+    path = Path(directory) / "spiece.model"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(model.getvalue())
+    tokenizer = SiglipTokenizer(
+        vocab_file=str(path), model_input_names=["input_ids"], model_max_length=model_max_length
+    )
+    logger.debug("trained SigLIP SentencePiece: %d pieces", len(tokenizer))
     return tokenizer
