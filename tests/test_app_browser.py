@@ -1,5 +1,8 @@
 """A real headless Chromium types a query into the page and sees result images.
 
+Chinese and Arabic queries typed into the page over a Chinese-CLIP collection show the files
+``Retriever.search`` returns, in the same order.
+
 Needs Debian's ``chromium`` and ``chromedriver`` (or ``$XMODAL_CHROMIUM`` /
 ``$XMODAL_CHROMEDRIVER``) and selenium (``pip install 'xmodal[browser]'``); skipped otherwise.
 Screenshots go to the test's tmp folder and to ``tests/output/`` (ignored by git).
@@ -15,6 +18,7 @@ import pytest
 from app_helpers import TOKEN, build_photo_collection, free_port
 
 from xmodal.app import AppConfig
+from xmodal.demo.tiny import save_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -80,14 +84,30 @@ def _selected_file_name(driver) -> str:
     return ""
 
 
-def _first_result_caption(driver) -> str:
+def _result_file_names(driver) -> list[str]:
+    """The file names of the gallery's captions ('0.114 · name.jpg · caption'), in order."""
     from selenium.webdriver.common.by import By
 
     text = driver.find_element(By.CSS_SELECTOR, "#results").text
     if "processing" in text:
-        return ""
-    lines = [line for line in text.splitlines() if " · " in line]
-    return lines[0].split(" · ")[1] if lines else ""
+        return []
+    return [line.split(" · ")[1] for line in text.splitlines() if " · " in line]
+
+
+def _first_result_caption(driver) -> str:
+    names = _result_file_names(driver)
+    return names[0] if names else ""
+
+
+def _query_box(driver, url: str):
+    """Load the page at ``url`` and wait for its query box."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    return WebDriverWait(driver, 60).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#query-text input, #query-text textarea")
+    )
 
 
 def _save(driver, tmp_path: Path, name: str) -> Path:
@@ -114,11 +134,8 @@ def test_typed_query_shows_result_images(
     try:
         browser.get(server.url)  # no token: refused
         assert "needs an access token" in browser.page_source
-        browser.get(f"{server.url}?token={TOKEN}")  # sets the cookie, then loads the page
+        box = _query_box(browser, f"{server.url}?token={TOKEN}")  # sets the cookie, then loads
         wait = WebDriverWait(browser, 60)
-        box = wait.until(
-            lambda d: d.find_element(By.CSS_SELECTOR, "#query-text input, #query-text textarea")
-        )
         assert "token=" not in browser.current_url
         box.send_keys("a photo of a dog", Keys.ENTER)
         images = wait.until(lambda d: _result_images(d) or False)
@@ -142,3 +159,42 @@ def test_typed_query_shows_result_images(
     finally:
         server.close()
         retriever.collection.close()
+
+
+@pytest.fixture(scope="module")
+def chinese_clip_photos(tmp_path_factory: pytest.TempPathFactory, captioned_photos):
+    """A tiny Chinese-CLIP over 40 shared photos, as in the multilingual end-to-end tests."""
+    root = tmp_path_factory.mktemp("chinese-clip")
+    model = save_tiny("chinese_clip", root / "model", seed=0)
+    # build_photo_collection pins the query encoder to fp32, so page and Python agree exactly.
+    retriever = build_photo_collection(model, captioned_photos[:40], root / "col")
+    yield retriever
+    retriever.collection.close()
+
+
+def test_chinese_and_arabic_queries_show_the_retriever_results_in_order(
+    browser, chinese_clip_photos, tmp_path
+):
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from xmodal.app import launch
+
+    retriever = chinese_clip_photos
+    assert retriever.encoder.spec.precision == "fp32"
+    server = launch(
+        retriever, port=free_port(), block=False, config=AppConfig(default_k=8, auth_token=TOKEN)
+    )
+    try:
+        for number, query in enumerate(["一只猫坐在窗台上", "قطة تجلس على النافذة"]):
+            expected = [Path(h.record.path).name for h in retriever.search(query, k=8)]
+            assert len(set(expected)) == 8  # names identify the photos
+            box = _query_box(browser, f"{server.url}?token={TOKEN}")  # a fresh page per query
+            box.send_keys(query, Keys.ENTER)
+            wait = WebDriverWait(browser, 60)
+            wait.until(lambda d: len(_result_images(d)) == 8)
+            shown = wait.until(lambda d: _result_file_names(d) or False)
+            _save(browser, tmp_path, f"browser-multilingual-{number}.png")
+            assert shown == expected, query
+    finally:
+        server.close()
