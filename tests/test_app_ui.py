@@ -46,7 +46,7 @@ def test_build_app_returns_configured_blocks_without_launching(retriever):
     galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
     assert len(galleries) == 1
     buttons = [b.value for b in demo.blocks.values() if isinstance(b, gr.Button)]
-    assert buttons == ["Search", "More like this"]
+    assert buttons == ["Search", "More like this", "Find duplicates", "Find outliers"]
     assert retriever.calls == []
 
 

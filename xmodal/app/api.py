@@ -163,6 +163,10 @@ def api_router(retriever: RetrieverLike, config: AppConfig, admission: Admission
             "max_upload_pixels": config.max_upload_pixels,
         }
 
+    from xmodal.app.curation import add_curation_routes  # imports this module: not at the top
+
+    add_curation_routes(router, retriever, admission)
+
     @router.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness, and how many queries are running or waiting."""

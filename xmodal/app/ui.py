@@ -8,6 +8,7 @@ from typing import Any
 import gradio as gr
 
 from xmodal.app.config import AppConfig
+from xmodal.app.curation_ui import curation_tabs
 from xmodal.app.handlers import RawQuery, RetrieverLike, describe_collection, run_search
 from xmodal.app.selection import Selection, select_result
 
@@ -111,6 +112,7 @@ def build_app(
         ).success(
             search, inputs=inputs, outputs=[gallery, status, hit_ids], api_visibility="private"
         ).then(clear_selection, outputs=[large, details, selected], api_visibility="private")
+        curation_tabs(retriever, config)
         # Refreshed on every page load so the count follows the collection; not an API endpoint.
         demo.load(header, outputs=heading, api_visibility="private", concurrency_limit=None)
     demo.queue(

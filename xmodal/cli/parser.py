@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xmodal.cli import embed, eval, probe
+from xmodal.cli import curation, embed, eval, probe
 from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
 from xmodal.cli.commands import (
     cmd_demo,
@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_parser(sub)
     probe.add_parser(sub)
     eval.add_parser(sub)
+    curation.add_parser(sub)
     return parser
 
 

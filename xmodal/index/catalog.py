@@ -164,6 +164,25 @@ class Catalog:
                 found.setdefault(digest, []).append(item_id)
         return found
 
+    def hash_groups(self, where: Filter) -> list[list[int]]:
+        """Sorted ids of the rows matching ``where`` that share a content hash, per shared hash."""
+        if not self._has_hash:
+            return []
+        sql, params = where.sql()
+        params = [to_db(p) if isinstance(p, str) else p for p in params]
+        shared = (
+            "SELECT content_hash FROM items WHERE content_hash IS NOT NULL AND "
+            f"({sql}) GROUP BY content_hash HAVING count(*) > 1"
+        )
+        query = (
+            f"SELECT content_hash, id FROM items WHERE content_hash IN ({shared}) AND ({sql}) "
+            "ORDER BY content_hash, id"
+        )
+        groups: dict[str, list[int]] = {}
+        for digest, item_id in self._conn.execute(query, params + params):
+            groups.setdefault(digest, []).append(item_id)
+        return list(groups.values())
+
     # ----------------------------------------------------------------- ledger and runs
     def put_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Record inputs' statuses (one row per uri: a newer entry replaces the older)."""

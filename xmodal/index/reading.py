@@ -108,6 +108,11 @@ class CollectionReader:
         return self._catalog.ids_for_hashes(hashes)
 
     @guarded
+    def hash_groups(self, where: Filter | str | Sequence[str] | None = None) -> list[list[int]]:
+        """Ids of the items (matching ``where``) that share a content hash: one list per hash."""
+        return self._catalog.hash_groups(as_filter(where) or Filter())
+
+    @guarded
     def get_records(self, ids: Iterable[int] | np.ndarray) -> dict[int, Record]:
         """Records of the given ids that are present."""
         return self._catalog.get_records(checks.check_ids(ids).tolist())
