@@ -165,7 +165,7 @@ def test_cli_json_csv_and_keep_list(col_dir: Path, tmp_path: Path, capsys) -> No
     data = json.loads(out.encode("utf-8").decode("utf-8"))  # strict UTF-8 on the way out
     assert [g["kind"] for g in data["groups"]] == ["near", "near", "exact"]
     first = data["groups"][0]
-    assert first["keep"] == "/p/b/caf\ufffd.jpg"
+    assert first["keep"] == "/p/b/caf\\xe9.jpg"
     assert set(first) == {"kind", "keep", "members"}
     assert set(first["members"][0]) == {"id", "path", "score"}
     assert [m["id"] for m in first["members"]][0] == 3 and first["members"][0]["score"] == 1.0
@@ -183,7 +183,7 @@ def test_cli_json_csv_and_keep_list(col_dir: Path, tmp_path: Path, capsys) -> No
         "kind": "near",
         "keep": "1",
         "id": "3",
-        "path": "/p/b/caf\ufffd.jpg",
+        "path": "/p/b/caf\\xe9.jpg",
         "score": "1.0",
     }
     vectors, recs = planted()

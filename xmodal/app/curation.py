@@ -17,7 +17,7 @@ from xmodal.app.admission import Admission
 from xmodal.app.api import ERRORS, error_response, image_url
 from xmodal.app.handlers import UNEXPECTED_MESSAGE, RetrieverLike, file_name
 from xmodal.errors import XmodalError
-from xmodal.pipelines.curation.output import text_path
+from xmodal.index.pathtext import display_path
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _row(title: str, cells: list[tuple[int, str, str, bool]]) -> str:
     """One group side by side; the first cell (keeper or outlier) is outlined."""
     figures = []
     for item_id, path, label, marked in cells:
-        name = html.escape(file_name(text_path(path)), quote=True)
+        name = html.escape(display_path(file_name(path)), quote=True)
         style = "outline:3px solid #2a7;" if marked else ""
         figures.append(
             f'<figure style="display:inline-block;margin:4px;text-align:center;{style}">'

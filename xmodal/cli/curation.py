@@ -67,6 +67,7 @@ def _outliers_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
+    from xmodal.index.pathtext import display_path
     from xmodal.pipelines.curation import DuplicateConfig, check_threshold, find_duplicates, output
 
     check_threshold(args.threshold)  # before the collection is opened
@@ -81,26 +82,29 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     if args.csv is not None:
         output.write_text_file(args.csv, output.duplicates_csv(report))
     else:
-        _print_groups(report, output.text_path)
+        _print_groups(report)
     print(report.summary())
     if args.write_keep is not None:
-        print(f"{kept} paths to keep written to {output.text_path(str(args.write_keep))}")
+        print(f"{kept} paths to keep written to {display_path(str(args.write_keep))}")
     return 0
 
 
-def _print_groups(report, text_path) -> None:  # noqa: ANN001 - types are imported lazily
+def _print_groups(report) -> None:  # noqa: ANN001 - types are imported lazily
+    from xmodal.index.pathtext import display_path
+
     for number, group in enumerate(report.groups, 1):
         print(f"group {number} ({group.kind}, {len(group.members)} items)")
         for m in group.members:
             mark = "  keep" if m.id == group.keeper.id else ""
-            print(f"  {m.score:.4f}  {m.id:>8}  {text_path(m.record.path)}{mark}")
+            print(f"  {m.score:.4f}  {m.id:>8}  {display_path(m.record.path)}{mark}")
 
 
 def cmd_outliers(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
+    from xmodal.index.pathtext import display_path
     from xmodal.pipelines.curation import OutlierConfig, find_outliers
     from xmodal.pipelines.curation.outliers import check_counts
-    from xmodal.pipelines.curation.output import outliers_dict, text_path
+    from xmodal.pipelines.curation.output import outliers_dict
 
     check_counts(args.top, args.k)  # before the collection is opened
     config = OutlierConfig(top=args.top, k=args.k, where=args.where)
@@ -110,7 +114,7 @@ def cmd_outliers(args: argparse.Namespace) -> int:
         print(json.dumps(outliers_dict(report), indent=2, ensure_ascii=False))
         return 0
     for rank, o in enumerate(report.outliers, 1):
-        print(f"{rank:3d}  {o.score:.4f}  {o.id:>8}  {text_path(o.record.path)}")
+        print(f"{rank:3d}  {o.score:.4f}  {o.id:>8}  {display_path(o.record.path)}")
         near = ", ".join(f"{n.id} ({n.score:.3f})" for n in o.neighbours)
         print(f"     nearest: {near}")
     print(report.summary())

@@ -1,9 +1,9 @@
 """What the curation commands write: JSON-ready dicts, a CSV of group members, a keep list.
 
-JSON and CSV carry paths as valid UTF-8 text: bytes of a file name that are not UTF-8 (held as
-lone surrogates, PEP 383) show as U+FFFD; the id names the item exactly. The keep list carries
-each path's exact bytes, one a line, so ``xmodal index @FILE`` or ``xmodal embed @FILE`` read
-back the very files.
+JSON and CSV carry paths as valid UTF-8 text through ``display_path``, the rule every front
+end uses: bytes of a file name that are not UTF-8 show as ``\\xNN``; the id names the item
+exactly. The keep list carries each path's exact bytes, one a line, so ``xmodal index @FILE``
+or ``xmodal embed @FILE`` read back the very files.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from xmodal.errors import XmodalError
 from xmodal.index import Collection
 from xmodal.index.manifest import durable_write
+from xmodal.index.pathtext import display_path
 from xmodal.pipelines.curation.duplicates import DuplicateReport
 from xmodal.pipelines.curation.outliers import OutlierReport
 
@@ -27,22 +28,11 @@ _RECORD_BATCH = 10_000
 UrlFor = Callable[[int], str]
 
 
-def text_path(path: str) -> str:
-    """``path`` as valid UTF-8 text: undecodable file-name bytes become U+FFFD."""
-    if path.isascii():
-        return path
-    try:
-        raw = path.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that no file name decodes to
-        raw = path.encode("utf-8", "replace")
-    return raw.decode("utf-8", "replace")
-
-
 def duplicates_dict(report: DuplicateReport, url_for: UrlFor | None = None) -> dict[str, Any]:
     """``{"groups": [{"kind", "keep", "members": [{"id", "path", "score"}]}], ...}``."""
 
     def member(m: Any) -> dict[str, Any]:
-        row = {"id": m.id, "path": text_path(m.record.path), "score": m.score}
+        row = {"id": m.id, "path": display_path(m.record.path), "score": m.score}
         return row | ({"image_url": url_for(m.id)} if url_for else {})
 
     return {
@@ -52,7 +42,7 @@ def duplicates_dict(report: DuplicateReport, url_for: UrlFor | None = None) -> d
         "groups": [
             {
                 "kind": g.kind,
-                "keep": text_path(g.keeper.record.path),
+                "keep": display_path(g.keeper.record.path),
                 "members": [member(m) for m in g.members],
             }
             for g in report.groups
@@ -64,7 +54,7 @@ def outliers_dict(report: OutlierReport, url_for: UrlFor | None = None) -> dict[
     """``{"k", "considered", "outliers": [{"id", "path", "score", "neighbours": [...]}]}``."""
 
     def row(item_id: int, path: str, score: float) -> dict[str, Any]:
-        out = {"id": item_id, "path": text_path(path), "score": score}
+        out = {"id": item_id, "path": display_path(path), "score": score}
         return out | ({"image_url": url_for(item_id)} if url_for else {})
 
     return {
@@ -86,7 +76,7 @@ def duplicates_csv(report: DuplicateReport) -> str:
     for number, group in enumerate(report.groups, 1):
         for m in group.members:
             keep = int(m.id == group.keeper.id)
-            writer.writerow([number, group.kind, keep, m.id, text_path(m.record.path), m.score])
+            writer.writerow([number, group.kind, keep, m.id, display_path(m.record.path), m.score])
     return buffer.getvalue()
 
 
