@@ -30,6 +30,7 @@ from xmodal.index import autoindex, autoproject, checks
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
+from xmodal.index.durable import write_failed
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
@@ -178,6 +179,7 @@ class Collection(CollectionReader):
             files = self._store.write_generation(self._dir, generation)  # failing here is harmless
         except BaseException:
             self._store.revert_projection(previous)
+            gens.discard(self._dir, generation=self.generation + 1)
             raise
         refitted = self._store.projection is not previous
         try:
@@ -186,6 +188,7 @@ class Collection(CollectionReader):
             # The staged catalog is spent, so this handle cannot retry; the directory still holds
             # the previous generation (or the new one, if the manifest switch got through).
             log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
+            gens.discard(self._dir, generation=generation)
             self.close()
             raise
         try:
@@ -237,8 +240,7 @@ class Collection(CollectionReader):
         refitted: bool,
     ) -> None:
         """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
-        catalog_path = self._dir / mf.generation_file("catalog", generation)
-        mf.publish(self._catalog.finish(), catalog_path)
+        catalog_path = self._publish_catalog(generation)
         paths = {"index": files.index, "catalog": catalog_path}
         paths |= {"embeddings": files.embeddings, "ids": files.ids}
         if files.projection is not None:
@@ -267,15 +269,29 @@ class Collection(CollectionReader):
     def _commit_catalog(self) -> int:
         """Publish a catalog-only change (ledger rows): the manifest lists the same vector files."""
         generation = self.generation + 1
-        catalog_path = self._dir / mf.generation_file("catalog", generation)
-        mf.publish(self._catalog.finish(), catalog_path)
-        manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
-        mf.write_manifest(self._dir, manifest)
+        try:
+            catalog_path = self._publish_catalog(generation)
+            manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
+            mf.write_manifest(self._dir, manifest)
+        except BaseException:
+            log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
+            gens.discard(self._dir, generation=generation)
+            self.close()
+            raise
         self._manifest = manifest
         self._catalog = Catalog.open_committed(catalog_path)
         with contextlib.suppress(OSError):  # leftovers are swept again by the next writer
             gens.sweep(self._dir, self._manifest)
         return generation
+
+    def _publish_catalog(self, generation: int) -> Path:
+        """Move the finished working catalog to its generation name, durably."""
+        catalog_path = self._dir / mf.generation_file("catalog", generation)
+        try:
+            mf.publish(self._catalog.finish(), catalog_path)
+        except OSError as exc:
+            raise write_failed(catalog_path, exc) from exc
+        return catalog_path
 
     def _working_catalog(self) -> Catalog:
         """The editable copy of the catalog, made on the first change after open or commit."""
@@ -308,7 +324,8 @@ class Collection(CollectionReader):
                 return
             self._closed = True
             if self._catalog.editable:
-                self._catalog.finish().unlink(missing_ok=True)
+                with contextlib.suppress(CollectionError):  # a cut-short copy deletes itself
+                    self._catalog.finish().unlink(missing_ok=True)
             else:
                 self._catalog.close()
             if self._lock is not None:

@@ -15,7 +15,7 @@ import faiss
 import numpy as np
 
 from xmodal.errors import CollectionCorruptError, CollectionError
-from xmodal.index.manifest import durable_write
+from xmodal.index.durable import Sink, durable_write
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,16 @@ def index_ids(index: faiss.IndexIDMap2) -> np.ndarray:
 
 
 def write_index(index: faiss.Index, directory: Path, name: str) -> Path:
-    """Write through a temp file: faiss.write_index itself writes in place, unsafe on a crash."""
-    return durable_write(directory, name, lambda tmp: faiss.write_index(index, str(tmp)))
+    """Write durably, streaming through Python I/O (which raises when a write fails).
+
+    Given a path, FAISS writes in place and ignores a failed close: it prints "close error: File
+    too large" and returns as if all went well.
+    """
+
+    def write(sink: Sink) -> None:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(sink.write))
+
+    return durable_write(directory, name, write)
 
 
 def read_index(path: Path) -> faiss.IndexIDMap2:

@@ -152,6 +152,21 @@ def sweep(directory: Path, manifest: dict) -> None:
         log.debug("removed %d stale files from %s", removed, directory)
 
 
+def discard(directory: Path, *, generation: int) -> None:
+    """Delete the files a failed commit wrote for ``generation``, unless it became current.
+
+    Only when the manifest on disk is readable and names another generation: if the switch got
+    through (or cannot be read) the files stay, for the next writer's sweep to judge.
+    """
+    try:
+        if mf.read_manifest(directory)["generation"] == generation:
+            return
+        for role in mf.FILE_PATTERNS:
+            (directory / mf.generation_file(role, generation)).unlink(missing_ok=True)
+    except (CollectionError, OSError) as exc:
+        log.warning("could not clean up after a failed commit in %s: %s", directory, exc)
+
+
 def first_manifest(directory: Path, spec: dict[str, Any], index_key: str) -> dict[str, Any]:
     """The manifest of a new, empty collection (generation without data files)."""
     previous = previous_state(directory)
