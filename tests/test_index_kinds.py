@@ -92,7 +92,8 @@ def test_ivf_removal_keeps_every_other_id_right(tmp_path):
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("Bogus", "FAISS cannot build index_key 'Bogus' for dim 16: could not parse"),
+        ("Bogus", r"unknown index key 'Bogus'; use auto, flat, hnsw, ivf-flat, ivf-pq, or a"),
+        ("PQ7", "FAISS cannot build index_key 'PQ7' for dim 16"),
         ("IDMap,Flat", "must not contain IDMap"),
     ],
 )

@@ -81,6 +81,7 @@ class Collection(CollectionReader):
         ``projection`` is "none", "pca:N" or "pca:F" (share of variance), optionally ":whiten".
         """
         directory = Path(directory)
+        autoindex.choice.check_index_key(index_key)
         spec = checks.clean_spec(encoder_spec)
         wanted = str(autoproject.check_request(projection, spec.get("dim")))
         gens.check_target(directory, overwrite)
@@ -204,6 +205,7 @@ class Collection(CollectionReader):
     ) -> None:
         """Use another index key, budget and projection (None: keep) from the next commit on."""
         self._require_writable("change the index")
+        autoindex.choice.check_index_key(index_key)
         request: dict[str, Any] = {"index_key": index_key, "memory_budget": memory_budget}
         dim = self._store.index_dim
         if projection is not None:

@@ -15,6 +15,7 @@ import faiss
 import numpy as np
 
 from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index.choice import refuse_id_map
 from xmodal.index.durable import Sink, durable_write
 
 log = logging.getLogger(__name__)
@@ -22,11 +23,7 @@ log = logging.getLogger(__name__)
 
 def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
     """An empty id-mapped inner-product index for ``index_key`` (a FAISS factory string)."""
-    if "IDMap" in index_key:
-        raise CollectionError(
-            f"index_key {index_key!r} must not contain IDMap: the collection maps ids itself; "
-            "drop the IDMap part (for example use 'Flat')"
-        )
+    refuse_id_map(index_key)
     try:
         base = faiss.index_factory(int(dim), index_key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
