@@ -145,12 +145,15 @@ def test_check_encoder(built):
     directory, _, _ = built
     with Collection.open(directory) as col:
         col.check_encoder(SPEC | {"device": "cuda", "precision": "fp16"})
+        col.check_encoder(SPEC | {"model_id": "copy-of-clip"})  # same weights, another name
         message = (
             r"built with model 'tiny/clip' \(revision abc123, dim 64\), but the query encoder "
-            r"is model 'other/clip' \(revision abc123, dim 64\) \(different model_id\)"
+            r"is model 'tiny/clip' \(revision def456, dim 64\) \(different revision\)"
         )
         with pytest.raises(EncoderMismatchError, match=message):
-            col.check_encoder(SPEC | {"model_id": "other/clip"})
+            col.check_encoder(SPEC | {"revision": "def456"})
+        with pytest.raises(EncoderMismatchError, match=r"\(different model_id\)"):
+            col.check_encoder(SPEC | {"model_id": "other/clip", "revision": None})
         with pytest.raises(EncoderMismatchError, match="different dim"):
             col.check_encoder(SPEC | {"dim": 32})
 

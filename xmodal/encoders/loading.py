@@ -57,6 +57,20 @@ def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) 
     return ModelSource(directory, name, directory.name)
 
 
+def check_recorded_source(source: str | None) -> None:
+    """Refuse, with the way out, a recorded model directory that is no longer there.
+
+    Collections record where their model was loaded from so that search and serve can reload
+    it; a model directory moved since then is given again with ``--model NEW_PATH`` (a copy or
+    a moved directory is accepted: identity is the weights' hash, not the path).
+    """
+    if source and Path(source).is_absolute() and not Path(source).is_dir():
+        raise ModelLoadError(
+            f"the model this collection was built with is no longer at {source} (moved or "
+            "deleted); pass its new location with --model NEW_PATH"
+        )
+
+
 def _snapshot(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
