@@ -186,11 +186,7 @@ class Collection(CollectionReader):
         try:
             self._publish(generation, files, picked, refitted=refitted)
         except BaseException:
-            # The staged catalog is spent, so this handle cannot retry; the directory still holds
-            # the previous generation (or the new one, if the manifest switch got through).
-            log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
-            gens.discard(self._dir, generation=generation)
-            self.close()
+            self._abandon(generation)
             raise
         try:
             gens.sweep(self._dir, self._manifest)
@@ -253,6 +249,9 @@ class Collection(CollectionReader):
         tuned = autoindex.tuned_fields(
             self._store.index, picked, files, self._manifest, project=project, retune=refitted
         )
+        if tuned["index_factory"] != picked.factory:  # exact search won: rewrite the index as Flat
+            self._store.rewrite_index(files, tuned["index_factory"])
+            tuned["index_bytes"] = files.index.stat().st_size
         measured = autoproject.fields(projection, self._requested(), files, refitted=refitted)
         manifest = gens.next_manifest(
             self._requested() | tuned | measured,
@@ -276,15 +275,19 @@ class Collection(CollectionReader):
             manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
             mf.write_manifest(self._dir, manifest)
         except BaseException:
-            log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
-            gens.discard(self._dir, generation=generation)
-            self.close()
+            self._abandon(generation)
             raise
         self._manifest = manifest
         self._catalog = Catalog.open_committed(catalog_path)
         with contextlib.suppress(OSError):  # leftovers are swept again by the next writer
             gens.sweep(self._dir, self._manifest)
         return generation
+
+    def _abandon(self, generation: int) -> None:
+        """After a failed publish the staged catalog is spent: clean up, close, no retry here."""
+        log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
+        gens.discard(self._dir, generation=generation)
+        self.close()
 
     def _publish_catalog(self, generation: int) -> Path:
         """Move the finished working catalog to its generation name, durably."""

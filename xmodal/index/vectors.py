@@ -206,6 +206,12 @@ class VectorStore:
         index = faiss_index.write_index(self.index, directory, generation_file("index", generation))
         return GenerationFiles(index, embeddings, ids_path, projection)
 
+    def rewrite_index(self, files: GenerationFiles, index_key: str) -> None:
+        """Rebuild the index of a just-written, not yet published generation as ``index_key``."""
+        self.use_factory(index_key)
+        self._rebuild()
+        faiss_index.write_index(self.index, files.index.parent, files.index.name)
+
     def switch_to(self, files: GenerationFiles) -> None:
         """Adopt a just-written generation as committed; the in-memory index already matches."""
         self._ids = np.load(files.ids, allow_pickle=False)
