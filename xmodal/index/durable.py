@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +25,11 @@ from xmodal.errors import CollectionError
 
 TEMP_PREFIX = ".tmp."
 CHUNK = 4 * 1024 * 1024
+_REMEMBERED = 64
+# Digests this process verified on files it just wrote, by (path, size, mtime_ns): the manifest
+# entry of a fresh file need not hash it a third time. Never used to check a file on open.
+_verified: dict[tuple[str, int, int], str] = {}
+_verified_lock = threading.Lock()
 
 
 class Sink:
@@ -109,6 +115,7 @@ def durable_write(directory: Path, name: str, write: Callable[[Sink], None]) -> 
                 os.fsync(handle.fileno())
             _verify(tmp, sink)
             publish(tmp, directory / name)
+            _remember(directory / name, sink.hexdigest())
         except OSError as exc:
             raise write_failed(directory / name, exc) from exc
     except BaseException:
@@ -116,6 +123,22 @@ def durable_write(directory: Path, name: str, write: Callable[[Sink], None]) -> 
             tmp.unlink()
         raise
     return directory / name
+
+
+def written_digest(path: Path) -> str:
+    """SHA-256 of a file: remembered if this process just wrote and verified it, else read."""
+    stat = path.stat()
+    with _verified_lock:
+        known = _verified.get((str(path), stat.st_size, stat.st_mtime_ns))
+    return known if known is not None else file_digest(path)
+
+
+def _remember(path: Path, digest: str) -> None:
+    stat = path.stat()
+    with _verified_lock:
+        if len(_verified) >= _REMEMBERED:
+            _verified.pop(next(iter(_verified)))
+        _verified[(str(path), stat.st_size, stat.st_mtime_ns)] = digest
 
 
 def write_failed(path: Path, exc: OSError) -> CollectionError:

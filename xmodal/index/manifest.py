@@ -28,6 +28,7 @@ from xmodal.index.durable import (  # noqa: F401 (re-exported: the durable-write
     fsync_path,
     publish,
     temp_path,
+    written_digest,
 )
 
 FORMAT_VERSION = 1
@@ -71,7 +72,7 @@ def not_a_collection(directory: Path) -> CollectionError:
 
 def describe_file(path: Path) -> dict[str, Any]:
     """The manifest entry of one data file: name, size and checksum."""
-    return {"name": path.name, "size": path.stat().st_size, "sha256": file_digest(path)}
+    return {"name": path.name, "size": path.stat().st_size, "sha256": written_digest(path)}
 
 
 def verify_files(directory: Path, files: dict[str, dict[str, Any]]) -> None:
