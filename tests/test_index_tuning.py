@@ -275,3 +275,13 @@ def test_recall_warning_only_for_an_index_that_is_kept(tmp_path, monkeypatch, ca
     message = "HNSW32 could not reach recall@10 0.95; best 0.442 at {'efSearch': 4096}"
     assert (message in caplog.text) == warned
     assert warned or "could not reach" not in caplog.text
+
+
+def test_an_index_asked_for_is_kept_even_where_exact_is_faster(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed, "measure", lambda *args: SLOW)
+    with Collection.create(tmp_path / "c", SPEC) as col:  # auto: Flat at this size
+        col.add(mixture(600, 32, seed=7), records(600))
+        col.commit()
+        col.set_index("HNSW16")  # the manifest still says auto until this commit
+        col.commit()
+        assert col.info().index_factory == "HNSW16"

@@ -247,7 +247,7 @@ class Collection(CollectionReader):
         projection = self._store.projection
         project = projection.transform if projection is not None else None
         tuned = autoindex.tuned_fields(
-            self._store.index, picked, files, self._manifest, project=project, retune=refitted
+            self._store.index, picked, files, self._requested(), project=project, retune=refitted
         )
         if tuned["index_factory"] != picked.factory:  # exact search won: rewrite the index as Flat
             self._store.rewrite_index(files, tuned["index_factory"])
