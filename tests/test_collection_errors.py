@@ -65,6 +65,28 @@ def test_bit_flip_in_catalog_is_corrupt(built):
         Collection.open(directory)
 
 
+def test_catalog_of_another_collection_with_a_fixed_checksum_is_corrupt(tmp_path):
+    # Each file passes its checksum, yet 40 of the 60 indexed items have no catalog row: search
+    # would silently drop their hits. Opening must refuse the mix, naming the numbers and file.
+    for name, n in (("big", 60), ("small", 20)):
+        with Collection.create(tmp_path / name, SPEC) as col:
+            col.add(unit_rows(n, 64, seed=n), records(n, prefix=name))
+            col.commit()
+    catalog = tmp_path / "big" / "catalog.g000001.sqlite"
+    catalog.write_bytes((tmp_path / "small" / "catalog.g000001.sqlite").read_bytes())
+    manifest = json.loads((tmp_path / "big" / "manifest.json").read_text())
+    manifest["files"]["catalog"] = mf.describe_file(catalog)
+    mf.write_manifest(tmp_path / "big", manifest)
+    message = (
+        f"collection {tmp_path / 'big'} is damaged: the manifest counts 60 items and the index "
+        f"holds 60, but the catalog {catalog} has 20 rows; restore the directory from a backup "
+        "or rebuild the collection"
+    )
+    for writable in (False, True):
+        with pytest.raises(CollectionCorruptError, match=re.escape(message)):
+            Collection.open(tmp_path / "big", writable=writable)
+
+
 def test_missing_data_file_is_corrupt(built):
     directory, _, _ = built
     (directory / "ids.g000001.npy").unlink()
@@ -123,12 +145,15 @@ def test_check_encoder(built):
     directory, _, _ = built
     with Collection.open(directory) as col:
         col.check_encoder(SPEC | {"device": "cuda", "precision": "fp16"})
+        col.check_encoder(SPEC | {"model_id": "copy-of-clip"})  # same weights, another name
         message = (
             r"built with model 'tiny/clip' \(revision abc123, dim 64\), but the query encoder "
-            r"is model 'other/clip' \(revision abc123, dim 64\) \(different model_id\)"
+            r"is model 'tiny/clip' \(revision def456, dim 64\) \(different revision\)"
         )
         with pytest.raises(EncoderMismatchError, match=message):
-            col.check_encoder(SPEC | {"model_id": "other/clip"})
+            col.check_encoder(SPEC | {"revision": "def456"})
+        with pytest.raises(EncoderMismatchError, match=r"\(different model_id\)"):
+            col.check_encoder(SPEC | {"model_id": "other/clip", "revision": None})
         with pytest.raises(EncoderMismatchError, match="different dim"):
             col.check_encoder(SPEC | {"dim": 32})
 

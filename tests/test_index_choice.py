@@ -114,3 +114,24 @@ def test_parse_size_refuses_nonsense_and_default_budget_is_positive():
     with pytest.raises(CollectionError, match="write it like 4GB"):
         choice.parse_size("lots")
     assert choice.default_memory_budget() > 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["auto", "flat", "hnsw", "ivf-flat", "ivf-pq", "Flat", "HNSW32", "HNSW16,SQ8", "IVF8,Flat",
+     "IVF16,PQ4x4", "IVF1024_HNSW32,SQ8", "OPQ16_64,IVF1024,PQ16", "PCA32,Flat", "PQ8", "SQ8"],
+)  # fmt: skip
+def test_index_key_forms_accepted(key):
+    assert choice.check_index_key(key) == key
+
+
+@pytest.mark.parametrize("key", ["bogus", "HNSW", "IVF8", "Flat,IVF8", "hnsw32", " Flat", ""])
+def test_unknown_index_key_lists_the_accepted_forms(key):
+    message = (
+        f"unknown index key {key!r}; use auto, flat, hnsw, ivf-flat, ivf-pq, or a FAISS factory "
+        "string: Flat, HNSW<M>[,SQ8|,PQ<m>], IVF<n>,Flat | IVF<n>,SQ8 | IVF<n>,PQ<m>[x<bits>], "
+        "PQ<m>, SQ8, optionally after OPQ<m>_<d>, or PCA<d>, (e.g. OPQ16_64,IVF1024,PQ16)"
+    )
+    with pytest.raises(CollectionError) as caught:
+        choice.check_index_key(key)
+    assert str(caught.value) == message and "\n" not in message

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from xmodal import cli
-from xmodal.index import Collection, Record, choice, tuning
+from xmodal.index import Collection, Record, choice, speed, tuning
 
 SPEC = {"model_id": "tiny/clip", "dim": 32}
 
@@ -71,7 +71,7 @@ def test_flat_needs_no_tuning(data):
     assert tuning.tune_search(index, data[:2000], ids) == tuning.TuningResult()
 
 
-def test_unreachable_target_reports_the_best_with_a_warning(data, caplog):
+def test_unreachable_target_reports_the_best(data, caplog):
     vectors = data[:5000]
     index, ids = built("IVF16,PQ4x4", vectors)  # 2-byte codes: recall@10 stays far below 0.95
     with caplog.at_level(logging.WARNING, logger="xmodal.index.tuning"):
@@ -83,7 +83,7 @@ def test_unreachable_target_reports_the_best_with_a_warning(data, caplog):
     for nprobe in (1, 2, 4, 8, 16):  # no grid value beats the reported best
         tuning.apply_params(index, {"nprobe": nprobe})
         assert tuning.recall_at_k(index.search(queries, 10)[1], truth) <= result.recall + 1e-9
-    assert "could not reach recall@10 0.95" in caplog.text
+    assert "could not reach" not in caplog.text  # the collection warns if it keeps the index
 
 
 def test_exact_top_k_matches_argsort(data):
@@ -98,8 +98,21 @@ def records(n: int, start: int = 0) -> list[Record]:
     return [Record(f"img/{start + i:05d}.jpg") for i in range(n)]
 
 
+def ann_faster(monkeypatch) -> list[int]:
+    """Inject the speed check: the ANN index measures faster than exact search."""
+    calls = []
+
+    def measure(*args):
+        calls.append(1)
+        return speed.SpeedCheck(ann_ms=0.1, exact_ms=1.0)
+
+    monkeypatch.setattr(speed, "measure", measure)
+    return calls
+
+
 def test_auto_collection_switches_kind_when_it_grows(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(choice, "FLAT_MAX_VECTORS", 1000)
+    ann_faster(monkeypatch)
     vectors = mixture(2500, 32, seed=3)
     with Collection.create(tmp_path / "c", SPEC) as col:
         first = col.add(vectors[:600], records(600))
@@ -140,6 +153,7 @@ def test_auto_collection_switches_kind_when_it_grows(tmp_path, monkeypatch, caps
 
 def test_budget_pressure_and_set_index_rebuild(tmp_path, monkeypatch):
     monkeypatch.setattr(choice, "FLAT_MAX_VECTORS", 1000)
+    ann_faster(monkeypatch)
     vectors = mixture(2000, 32, seed=5)
     # 500 kB: the HNSW graph of 2000 rows (~880 kB) does not fit, IVF-Flat (~380 kB) does
     with Collection.create(tmp_path / "c", SPEC, memory_budget=500_000) as col:
@@ -195,3 +209,79 @@ def test_cli_index_key_and_budget(tmp_path, captioned_photos, tiny_clip_dir, cap
     assert (info.index_key, info.index_factory, info.count) == ("Flat", "Flat", 6)
     assert cli.main([*base, "--memory-budget", "lots"]) == 1
     assert "cannot read the size 'lots'; write it like 4GB" in capsys.readouterr().err
+
+
+FAST = speed.SpeedCheck(ann_ms=0.1, exact_ms=1.0)
+SLOW = speed.SpeedCheck(ann_ms=1.0, exact_ms=1.0)  # equal medians: not faster
+
+
+@pytest.mark.parametrize(
+    ("auto", "factory", "fits", "reached", "timing", "exact"),
+    [
+        (True, "HNSW32", True, True, FAST, False),
+        (True, "HNSW32", True, True, SLOW, True),
+        (True, "HNSW32", True, False, None, True),  # missed recall: exact is exact
+        (True, "HNSW32", False, True, SLOW, False),  # Flat over the budget: not an option
+        (True, "HNSW32", False, False, None, False),
+        (False, "HNSW32", True, True, SLOW, False),  # asked for by kind or factory: kept
+        (True, "Flat", True, True, SLOW, False),
+        (True, "IVF64,Flat", True, True, SLOW, True),
+    ],
+)
+def test_exact_wins_unless_the_ann_is_faster(auto, factory, fits, reached, timing, exact):
+    reason = speed.exact_reason(
+        auto=auto, factory=factory, flat_fits=fits, reached_target=reached, speed=timing
+    )
+    assert (reason is not None) == exact
+    if timing is SLOW and exact:
+        assert reason == (
+            f"exact search (1.000 ms/query) is as fast as {factory} (1.000 ms/query) at the "
+            "recall target"
+        )
+
+
+def test_auto_keeps_exact_when_the_ann_is_not_faster(tmp_path, monkeypatch):
+    monkeypatch.setattr(choice, "FLAT_MAX_VECTORS", 1000)
+    calls = []
+    monkeypatch.setattr(speed, "measure", lambda *args: calls.append(1) or SLOW)
+    vectors = mixture(2200, 32, seed=4)
+    with Collection.create(tmp_path / "c", SPEC) as col:
+        ids = col.add(vectors[:2000], records(2000))
+        col.commit()
+        info = col.info()
+        assert (info.index_factory, info.search_params, info.recall_at_10) == ("Flat", {}, 1.0)
+        assert len(calls) == 1
+        more = col.add(vectors[2000:2100], records(100, start=2000))  # 5% more: not re-measured
+        col.commit()
+        assert col.info().index_factory == "Flat" and len(calls) == 1
+    ids = np.concatenate([ids, more])
+    with Collection.open(tmp_path / "c") as col:
+        assert isinstance(faiss.downcast_index(col._store.index.index), faiss.IndexFlat)
+        hits = col.search(vectors[:50], k=5)
+        exact = np.argsort(-(vectors[:50] @ vectors[:2100].T), axis=1)[:, :5]
+        assert [[h.id for h in row] for row in hits] == ids[exact].tolist()
+
+
+@pytest.mark.parametrize(("key", "warned"), [("auto", False), ("hnsw", True)])
+def test_recall_warning_only_for_an_index_that_is_kept(tmp_path, monkeypatch, caplog, key, warned):
+    monkeypatch.setattr(choice, "FLAT_MAX_VECTORS", 1000)
+    missed = tuning.TuningResult({"efSearch": 4096}, 0.442, 10, 1000, 50.0, False)
+    monkeypatch.setattr(tuning, "tune_search", lambda *args, **kwargs: missed)
+    with Collection.create(tmp_path / "c", SPEC, index_key=key) as col:
+        col.add(mixture(1500, 32, seed=6), records(1500))
+        with caplog.at_level(logging.WARNING, logger="xmodal.index"):
+            col.commit()
+        assert col.info().index_factory == ("HNSW32" if warned else "Flat")
+    message = "HNSW32 could not reach recall@10 0.95; best 0.442 at {'efSearch': 4096}"
+    assert (message in caplog.text) == warned
+    assert warned or "could not reach" not in caplog.text
+
+
+def test_an_index_asked_for_is_kept_even_where_exact_is_faster(tmp_path, monkeypatch):
+    monkeypatch.setattr(speed, "measure", lambda *args: SLOW)
+    with Collection.create(tmp_path / "c", SPEC) as col:  # auto: Flat at this size
+        col.add(mixture(600, 32, seed=7), records(600))
+        col.commit()
+        col.set_index("HNSW16")  # the manifest still says auto until this commit
+        col.commit()
+        assert col.info().index_factory == "HNSW16"

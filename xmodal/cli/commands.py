@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument pa
 
 def _open_encoder(args: argparse.Namespace, spec: dict | None) -> Encoder:
     from xmodal.encoders import load_encoder
+    from xmodal.encoders.loading import check_recorded_source
 
+    if not args.model:
+        check_recorded_source((spec or {}).get("source"))
     model = args.model or (spec or {}).get("source") or DEFAULT_MODEL
     return load_encoder(model, device=args.device, precision=args.precision)
 

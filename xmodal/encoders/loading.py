@@ -7,9 +7,12 @@ weights are never loaded: a checkpoint without safetensors is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +30,8 @@ _ALLOW_PATTERNS = [
     "tokenizer*",
     "spiece*",
 ]
-_FULL_HASH_LIMIT = 256 * 1024 * 1024
 _CHUNK = 4 * 1024 * 1024
+_CACHE_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,20 @@ def resolve_model(name_or_path: str | os.PathLike, revision: str | None = None) 
     directory = _snapshot(name, revision)
     _require_safetensors(directory, name)
     return ModelSource(directory, name, directory.name)
+
+
+def check_recorded_source(source: str | None) -> None:
+    """Refuse, with the way out, a recorded model directory that is no longer there.
+
+    Collections record where their model was loaded from so that search and serve can reload
+    it; a model directory moved since then is given again with ``--model NEW_PATH`` (a copy or
+    a moved directory is accepted: identity is the weights' hash, not the path).
+    """
+    if source and Path(source).is_absolute() and not Path(source).is_dir():
+        raise ModelLoadError(
+            f"the model this collection was built with is no longer at {source} (moved or "
+            "deleted); pass its new location with --model NEW_PATH"
+        )
 
 
 def _snapshot(repo_id: str, revision: str | None) -> Path:
@@ -112,17 +129,72 @@ def _require_safetensors(directory: Path, name: str) -> None:
 
 
 def _fingerprint(directory: Path) -> str:
-    """A content hash standing in for a commit id for models kept in plain directories."""
+    """A content hash standing in for a commit id for models kept in plain directories.
+
+    Every byte of the weights and config.json is hashed (sampling chunks of a large checkpoint
+    let two different checkpoints share an identity). Hashing gigabytes on every load would be
+    slow, so the result is cached, keyed by each file's absolute path, size and mtime_ns: any
+    rewrite of a file changes its key.
+    """
+    files = sorted(directory.glob("*.safetensors")) + [directory / "config.json"]
+    key = _cache_key(files)
+    cache = _read_cache()
+    if key in cache:
+        return cache[key]
+    revision = _hash_files(files)
+    if _cache_key(files) == key:  # unchanged while we read it: safe to remember
+        _write_cache(cache, key, revision)
+    return revision
+
+
+def _hash_files(files: list[Path]) -> str:
+    """blake2b-128 over each file's name, size and every byte, in order."""
     digest = hashlib.blake2b(digest_size=16)
-    for path in sorted(directory.glob("*.safetensors")) + [directory / "config.json"]:
-        size = path.stat().st_size
-        digest.update(f"{path.name}:{size}".encode())
+    for path in files:
         with path.open("rb") as handle:
-            if size <= _FULL_HASH_LIMIT:
-                for block in iter(lambda: handle.read(_CHUNK), b""):
-                    digest.update(block)
-            else:  # huge checkpoints: header plus head, middle and tail chunks
-                for offset in (0, size // 2, max(size - _CHUNK, 0)):
-                    handle.seek(offset)
-                    digest.update(handle.read(_CHUNK))
+            digest.update(f"{path.name}:{os.fstat(handle.fileno()).st_size}".encode())
+            for block in iter(lambda: handle.read(_CHUNK), b""):
+                digest.update(block)
     return "local-" + digest.hexdigest()
+
+
+def _cache_path() -> Path:
+    """``$XMODAL_CACHE/weight-digests.json``, else under ``~/.cache/xmodal``."""
+    root = os.environ.get("XMODAL_CACHE")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "xmodal"
+    return base / "weight-digests.json"
+
+
+def _cache_key(files: list[Path]) -> str:
+    stats = [(path.resolve(), path.stat()) for path in files]
+    return json.dumps([[str(p), st.st_size, st.st_mtime_ns] for p, st in stats])
+
+
+def _read_cache() -> dict[str, str]:
+    """The cached digests; a missing, unreadable or malformed cache is simply empty."""
+    try:
+        data = json.loads(_cache_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    entries = data.get("entries") if isinstance(data, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    return {k: v for k, v in entries.items() if isinstance(v, str) and v.startswith("local-")}
+
+
+def _write_cache(cache: dict[str, str], key: str, revision: str) -> None:
+    """Add one entry, atomically (temp file + rename); a cache that cannot be written is skipped."""
+    entries = dict(list(cache.items())[-(_CACHE_ENTRIES - 1) :]) | {key: revision}
+    path = _cache_path()
+    tmp: str | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"version": 1, "entries": entries}, handle)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("could not write the weight digest cache %s: %s", path, exc)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

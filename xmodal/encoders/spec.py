@@ -10,11 +10,12 @@ from typing import Any
 class EncoderSpec:
     """What produced a set of embeddings.
 
-    ``model_id``, ``revision`` and ``dim`` identify the embedding space: two encoders whose
-    identities match produce comparable vectors. ``source`` is where the weights were loaded
-    from (a hub id or a directory), so a collection can reload its model. ``device`` and
-    ``precision`` describe how the encoder ran; they change speed, not the space, so they are
-    not part of the identity.
+    ``revision`` (a hub commit, or ``local-<hash>`` of a directory's weights) and ``dim``
+    identify the embedding space: two encoders whose identities match produce comparable
+    vectors. ``model_id`` is a name (for a directory, its folder name) and not part of it.
+    ``source`` is where the weights were loaded from (a hub id or a directory), so a collection
+    can reload its model. ``device`` and ``precision`` describe how the encoder ran; they change
+    speed, not the space, so they are not part of the identity either.
     """
 
     model_id: str
@@ -28,7 +29,7 @@ class EncoderSpec:
     device: str = "cpu"
     precision: str = "fp32"
 
-    IDENTITY_FIELDS = ("model_id", "revision", "dim")
+    IDENTITY_FIELDS = ("revision", "dim")
 
     def identity(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.IDENTITY_FIELDS}

@@ -7,6 +7,9 @@ its index from the stored raw embeddings when the factory string changes.
 
 Tuning runs when the factory string changed, when nothing was tuned yet, or when the count moved by
 more than RETUNE_DRIFT since the last tuning; otherwise the recorded parameters are re-applied.
+Under "auto", an ANN index that is not faster than exact search is replaced by Flat
+(``xmodal.index.speed``); ``exact_preferred`` remembers that until the count drifts again, so
+later commits do not rebuild and re-measure the same ANN index.
 The manifest fields written here are all optional (format_version stays 1): manifests without them
 open as before, their ``index_key`` being the factory string.
 """
@@ -20,7 +23,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from xmodal.index import choice, faiss_index, tuning
+from xmodal.index import choice, faiss_index, speed, tuning
 from xmodal.index.vectors import GenerationFiles
 
 log = logging.getLogger(__name__)
@@ -56,7 +59,12 @@ def resolve(manifest: dict[str, Any], count: int, dim: int | None) -> choice.Ind
         factory = factory_of(manifest)
         return choice.IndexChoice(factory, choice.kind_of(factory), 0, "empty collection")
     budget = manifest.get("memory_budget") or choice.default_memory_budget()
-    return choice.resolve(key, count, dim, budget)
+    picked = choice.resolve(key, count, dim, budget)
+    kept = manifest.get("exact_preferred") or {}
+    recent = _drift(count, kept.get("count")) <= RETUNE_DRIFT  # measured lately: not faster
+    if key == choice.AUTO and kept.get("factory") == picked.factory and recent:
+        return choice.IndexChoice("Flat", "flat", choice.flat_bytes(count, dim), kept["reason"])
+    return picked
 
 
 def check_factory(dim: int, factory: str) -> None:
@@ -76,38 +84,88 @@ def tuned_fields(
     """Tune ``index`` (or re-apply the recorded params) and return the manifest fields.
 
     ``project`` maps the stored raw rows into the index's space (a projection); ``retune``
-    forces tuning (the projection changed, so the recorded parameters no longer apply).
+    forces tuning (the projection changed, so the recorded parameters no longer apply). Under
+    "auto", a tuned ANN index that is not faster than exact search (``xmodal.index.speed``)
+    gives way to Flat: the fields then name Flat and the caller rebuilds the index as Flat.
     """
     count = int(index.ntotal)
     last = previous.get("tuning") or {}
     same = factory_of(previous) == picked.factory and "tuning" in previous and not retune
-    drift = abs(count - int(last.get("count", 0))) / max(int(last.get("count", 0)), 1)
-    if same and drift <= RETUNE_DRIFT:
+    if same and _drift(count, last.get("count")) <= RETUNE_DRIFT:
         params = dict(previous.get("search_params") or {})
         tuning.apply_params(index, params)
-        record = dict(last)
-    else:
-        ids = np.load(files.ids, allow_pickle=False)
-        vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
-        if project is not None:
-            vectors = project(vectors)
-        result = tuning.tune_search(index, vectors, ids, target_recall=TARGET_RECALL, k=TUNING_K)
-        params = dict(result.params)
-        record = {
-            "recall_at_10": result.recall,
-            "sample_size": result.sample_size,
-            "queries_per_s": result.queries_per_s,
-            "target_recall": TARGET_RECALL,
-            "reached_target": result.reached_target,
-            "count": count,
-        }
-        log.info(
-            "tuned %s over %d vectors: %s recall@10 %.3f",
+        return _fields(picked, params, dict(last), files)
+    ids = np.load(files.ids, allow_pickle=False)
+    vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
+    if project is not None:
+        vectors = project(vectors)
+    result = tuning.tune_search(index, vectors, ids, target_recall=TARGET_RECALL, k=TUNING_K)
+    reason = _exact_reason(index, picked, previous, result, vectors)
+    if reason is not None:
+        log.info("keeping exact search instead of %s: %s", picked.factory, reason)
+        flat = choice.IndexChoice("Flat", "flat", choice.flat_bytes(count, index.d), reason)
+        exact = _record(tuning.TuningResult(k=TUNING_K), count)
+        kept = {"factory": picked.factory, "count": count, "reason": reason}
+        return _fields(flat, {}, exact, files) | {"exact_preferred": kept}
+    if (
+        not result.reached_target
+    ):  # only now: a warning about an index that is then dropped misleads
+        log.warning(
+            "%s could not reach recall@%d %.2f; best %.3f at %s",
             picked.factory,
-            count,
-            params,
+            result.k,
+            TARGET_RECALL,
             result.recall,
+            result.params,
         )
+    log.info("tuned %s over %d vectors: %s recall@10 %.3f", picked.factory, count,
+             result.params, result.recall)  # fmt: skip
+    fields = _fields(picked, dict(result.params), _record(result, count), files)
+    return fields | {"exact_preferred": None}
+
+
+def _exact_reason(
+    index: faiss.Index,
+    picked: choice.IndexChoice,
+    manifest: dict[str, Any],
+    result: tuning.TuningResult,
+    vectors: np.ndarray,
+) -> str | None:
+    """Measure (only where it can matter) and decide whether exact search should win."""
+    count, dim = int(index.ntotal), int(index.d)
+    budget = manifest.get("memory_budget") or choice.default_memory_budget()
+    decide = {
+        "auto": manifest.get("index_key") == choice.AUTO,
+        "factory": picked.factory,
+        "flat_fits": choice.flat_bytes(count, dim) <= budget,
+        "reached_target": result.reached_target,
+    }
+    measured = None
+    if (
+        decide["auto"]
+        and decide["flat_fits"]
+        and picked.factory != "Flat"
+        and result.reached_target
+    ):
+        queries = tuning.sample_queries(vectors, speed.TIMING_QUERIES, seed=1)
+        measured = speed.measure(index, vectors, queries, TUNING_K)
+    return speed.exact_reason(**decide, speed=measured)
+
+
+def _record(result: tuning.TuningResult, count: int) -> dict[str, Any]:
+    return {
+        "recall_at_10": result.recall,
+        "sample_size": result.sample_size,
+        "queries_per_s": result.queries_per_s,
+        "target_recall": TARGET_RECALL,
+        "reached_target": result.reached_target,
+        "count": count,
+    }
+
+
+def _fields(
+    picked: choice.IndexChoice, params: dict, record: dict, files: GenerationFiles
+) -> dict[str, Any]:
     return {
         "index_factory": picked.factory,
         "index_kind": picked.kind,
@@ -116,3 +174,9 @@ def tuned_fields(
         "tuning": record,
         "index_bytes": files.index.stat().st_size,
     }
+
+
+def _drift(count: int, last: int | None) -> float:
+    """Relative change of the row count since ``last`` (a missing record counts as 0)."""
+    last = int(last or 0)
+    return abs(count - last) / max(last, 1)

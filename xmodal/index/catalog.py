@@ -17,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from xmodal.errors import CollectionError
 from xmodal.index import ledger
+from xmodal.index.durable import write_failed
 from xmodal.index.filters import Filter
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.pathtext import from_db, to_db
@@ -79,7 +81,11 @@ class Catalog:
     def open_working_copy(cls, committed: Path | None, work_path: Path) -> Catalog:
         """Copy the committed catalog to ``work_path`` and open the copy for editing."""
         if committed is not None:
-            shutil.copyfile(committed, work_path)
+            try:
+                shutil.copyfile(committed, work_path)
+            except OSError as exc:
+                work_path.unlink(missing_ok=True)
+                raise write_failed(work_path, exc) from exc
         conn = _connect(str(work_path), uri=False)
         # Durability comes from fsync + rename at commit; the copy itself is disposable, so the
         # journal lives in memory (rollback still works, no -journal files appear on disk).
@@ -222,11 +228,21 @@ class Catalog:
         return int(self._conn.execute("SELECT count(*) FROM items").fetchone()[0])
 
     def finish(self) -> Path:
-        """Close the working copy and hand back its path, ready to be published."""
+        """Close the working copy and hand back its path, ready to be published.
+
+        The file must be as long as SQLite's own page count says: a write the OS cut short
+        (file size limit, full disk) is refused here rather than published.
+        """
         if self._work_path is None:
             raise RuntimeError("finish() needs a working copy")
+        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
+        expected = pages * self._conn.execute("PRAGMA page_size").fetchone()[0]
         self._conn.close()
         path, self._work_path = self._work_path, None
+        size = path.stat().st_size
+        if size != expected:
+            path.unlink(missing_ok=True)
+            raise write_failed(path, OSError(f"{size} bytes on disk, SQLite wrote {expected}"))
         return path
 
     def close(self) -> None:
@@ -238,13 +254,20 @@ class Catalog:
         """One transaction per batch of edits; a failing batch leaves the copy as it was."""
         if self._work_path is None:
             raise RuntimeError("the catalog is read-only; open a working copy first")
-        self._conn.execute("BEGIN")
         try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+            self._conn.execute("BEGIN")
+            try:
+                yield
+            except BaseException:
+                with contextlib.suppress(sqlite3.OperationalError):  # SQLite may have rolled back
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # disk full, file size limit, I/O error
+            raise CollectionError(
+                f"could not write the catalog working copy {self._work_path}: {exc}; nothing was "
+                "staged: free disk space or raise the file size limit, then try again"
+            ) from exc
 
 
 def _entry_to_db(entry: LedgerEntry) -> LedgerEntry:

@@ -16,8 +16,12 @@ import numpy as np
 from xmodal.errors import CollectionError, EncoderMismatchError
 from xmodal.index.records import Record
 
-# Fields that identify an encoder's embedding space; device, precision etc. do not change it.
-IDENTITY_FIELDS = ("model_id", "revision", "dim")
+# Fields that identify an encoder's embedding space: its content (revision: a commit id or a hash
+# of the weights) and dim, never a name; a folder's name says nothing about what is inside it.
+# Device, precision etc. do not change the space either.
+IDENTITY_FIELDS = ("revision", "dim")
+# Specs recorded without a revision can only be told apart by name.
+_FALLBACK_FIELDS = ("model_id", "dim")
 # Encoders emit float32 rows normalised to 1; fp16 towers drift by ~1e-3, so allow some slack.
 _NORM_TOLERANCE = 1e-2
 
@@ -109,11 +113,17 @@ def check_k(k: Any) -> int:
 
 
 def check_encoder(directory: Path, built_with: dict[str, Any], query: Mapping[str, Any]) -> None:
-    """Refuse a query encoder whose identity fields differ; unknown (None) values are not judged."""
+    """Refuse a query encoder whose identity fields differ; unknown (None) values are not judged.
+
+    Identity is revision + dim: a byte-identical copy of a model directory under another name,
+    or the same directory moved, is the same model. Only where either side has no revision is
+    the model_id compared instead.
+    """
     query = dict(query)
+    known = built_with.get("revision") is not None and query.get("revision") is not None
     differs = [
         field
-        for field in IDENTITY_FIELDS
+        for field in (IDENTITY_FIELDS if known else _FALLBACK_FIELDS)
         if built_with.get(field) is not None
         and query.get(field) is not None
         and built_with.get(field) != query.get(field)

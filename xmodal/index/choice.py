@@ -152,6 +152,42 @@ def kind_of(factory: str) -> str:
     return "other"
 
 
+# The factory strings a collection accepts: what this module makes plus the usual FAISS variants.
+_CODE = r"(?:Flat|PQ\d+(?:x\d+)?|SQ(?:4|6|8|fp16|bf16))"
+_FACTORY = re.compile(
+    rf"^(?:(?:OPQ\d+(?:_\d+)?|PCAR?\d+),)?"
+    rf"(?:{_CODE}|HNSW\d+(?:,{_CODE})?|IVF\d+(?:_HNSW\d+)?,{_CODE})$"
+)
+KEY_FORMS = (
+    "auto, flat, hnsw, ivf-flat, ivf-pq, or a FAISS factory string: Flat, HNSW<M>[,SQ8|,PQ<m>], "
+    "IVF<n>,Flat | IVF<n>,SQ8 | IVF<n>,PQ<m>[x<bits>], PQ<m>, SQ8, optionally after OPQ<m>_<d>, "
+    "or PCA<d>, (e.g. OPQ16_64,IVF1024,PQ16)"
+)
+
+
+def check_index_key(index_key: str) -> str:
+    """Refuse an index key this project cannot build, listing the accepted keys and forms.
+
+    Checked by form only, before anything is built: whether FAISS can build a well-formed
+    string for a given dimension (PQ<m> needs m | d) is known only once the dimension is.
+    """
+    if not isinstance(index_key, str):
+        raise CollectionError(f"index key must be a string, got {type(index_key).__name__}")
+    refuse_id_map(index_key)
+    if index_key == AUTO or index_key in ALIASES or _FACTORY.match(index_key):
+        return index_key
+    raise CollectionError(f"unknown index key {index_key!r}; use {KEY_FORMS}")
+
+
+def refuse_id_map(index_key: str) -> None:
+    """The collection wraps every index in its own id map; a second one would break ids."""
+    if "IDMap" in index_key:
+        raise CollectionError(
+            f"index_key {index_key!r} must not contain IDMap: the collection maps ids itself; "
+            "drop the IDMap part (for example use 'Flat')"
+        )
+
+
 def is_managed(index_key: str) -> bool:
     """True for keys resolved at commit ("auto" and the aliases), False for factory strings."""
     return index_key == AUTO or index_key in ALIASES

@@ -30,6 +30,7 @@ from xmodal.index import autoindex, autoproject, checks
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
+from xmodal.index.durable import write_failed
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
@@ -80,6 +81,7 @@ class Collection(CollectionReader):
         ``projection`` is "none", "pca:N" or "pca:F" (share of variance), optionally ":whiten".
         """
         directory = Path(directory)
+        autoindex.choice.check_index_key(index_key)
         spec = checks.clean_spec(encoder_spec)
         wanted = str(autoproject.check_request(projection, spec.get("dim")))
         gens.check_target(directory, overwrite)
@@ -178,15 +180,13 @@ class Collection(CollectionReader):
             files = self._store.write_generation(self._dir, generation)  # failing here is harmless
         except BaseException:
             self._store.revert_projection(previous)
+            gens.discard(self._dir, generation=self.generation + 1)
             raise
         refitted = self._store.projection is not previous
         try:
             self._publish(generation, files, picked, refitted=refitted)
         except BaseException:
-            # The staged catalog is spent, so this handle cannot retry; the directory still holds
-            # the previous generation (or the new one, if the manifest switch got through).
-            log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
-            self.close()
+            self._abandon(generation)
             raise
         try:
             gens.sweep(self._dir, self._manifest)
@@ -201,6 +201,7 @@ class Collection(CollectionReader):
     ) -> None:
         """Use another index key, budget and projection (None: keep) from the next commit on."""
         self._require_writable("change the index")
+        autoindex.choice.check_index_key(index_key)
         request: dict[str, Any] = {"index_key": index_key, "memory_budget": memory_budget}
         dim = self._store.index_dim
         if projection is not None:
@@ -237,8 +238,7 @@ class Collection(CollectionReader):
         refitted: bool,
     ) -> None:
         """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
-        catalog_path = self._dir / mf.generation_file("catalog", generation)
-        mf.publish(self._catalog.finish(), catalog_path)
+        catalog_path = self._publish_catalog(generation)
         paths = {"index": files.index, "catalog": catalog_path}
         paths |= {"embeddings": files.embeddings, "ids": files.ids}
         if files.projection is not None:
@@ -247,8 +247,11 @@ class Collection(CollectionReader):
         projection = self._store.projection
         project = projection.transform if projection is not None else None
         tuned = autoindex.tuned_fields(
-            self._store.index, picked, files, self._manifest, project=project, retune=refitted
+            self._store.index, picked, files, self._requested(), project=project, retune=refitted
         )
+        if tuned["index_factory"] != picked.factory:  # exact search won: rewrite the index as Flat
+            self._store.rewrite_index(files, tuned["index_factory"])
+            tuned["index_bytes"] = files.index.stat().st_size
         measured = autoproject.fields(projection, self._requested(), files, refitted=refitted)
         manifest = gens.next_manifest(
             self._requested() | tuned | measured,
@@ -267,15 +270,33 @@ class Collection(CollectionReader):
     def _commit_catalog(self) -> int:
         """Publish a catalog-only change (ledger rows): the manifest lists the same vector files."""
         generation = self.generation + 1
-        catalog_path = self._dir / mf.generation_file("catalog", generation)
-        mf.publish(self._catalog.finish(), catalog_path)
-        manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
-        mf.write_manifest(self._dir, manifest)
+        try:
+            catalog_path = self._publish_catalog(generation)
+            manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
+            mf.write_manifest(self._dir, manifest)
+        except BaseException:
+            self._abandon(generation)
+            raise
         self._manifest = manifest
         self._catalog = Catalog.open_committed(catalog_path)
         with contextlib.suppress(OSError):  # leftovers are swept again by the next writer
             gens.sweep(self._dir, self._manifest)
         return generation
+
+    def _abandon(self, generation: int) -> None:
+        """After a failed publish the staged catalog is spent: clean up, close, no retry here."""
+        log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
+        gens.discard(self._dir, generation=generation)
+        self.close()
+
+    def _publish_catalog(self, generation: int) -> Path:
+        """Move the finished working catalog to its generation name, durably."""
+        catalog_path = self._dir / mf.generation_file("catalog", generation)
+        try:
+            mf.publish(self._catalog.finish(), catalog_path)
+        except OSError as exc:
+            raise write_failed(catalog_path, exc) from exc
+        return catalog_path
 
     def _working_catalog(self) -> Catalog:
         """The editable copy of the catalog, made on the first change after open or commit."""
@@ -308,7 +329,8 @@ class Collection(CollectionReader):
                 return
             self._closed = True
             if self._catalog.editable:
-                self._catalog.finish().unlink(missing_ok=True)
+                with contextlib.suppress(CollectionError):  # a cut-short copy deletes itself
+                    self._catalog.finish().unlink(missing_ok=True)
             else:
                 self._catalog.close()
             if self._lock is not None:

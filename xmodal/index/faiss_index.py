@@ -15,18 +15,15 @@ import faiss
 import numpy as np
 
 from xmodal.errors import CollectionCorruptError, CollectionError
-from xmodal.index.manifest import durable_write
+from xmodal.index.choice import refuse_id_map
+from xmodal.index.durable import Sink, durable_write
 
 log = logging.getLogger(__name__)
 
 
 def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
     """An empty id-mapped inner-product index for ``index_key`` (a FAISS factory string)."""
-    if "IDMap" in index_key:
-        raise CollectionError(
-            f"index_key {index_key!r} must not contain IDMap: the collection maps ids itself; "
-            "drop the IDMap part (for example use 'Flat')"
-        )
+    refuse_id_map(index_key)
     try:
         base = faiss.index_factory(int(dim), index_key, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -93,8 +90,16 @@ def index_ids(index: faiss.IndexIDMap2) -> np.ndarray:
 
 
 def write_index(index: faiss.Index, directory: Path, name: str) -> Path:
-    """Write through a temp file: faiss.write_index itself writes in place, unsafe on a crash."""
-    return durable_write(directory, name, lambda tmp: faiss.write_index(index, str(tmp)))
+    """Write durably, streaming through Python I/O (which raises when a write fails).
+
+    Given a path, FAISS writes in place and ignores a failed close: it prints "close error: File
+    too large" and returns as if all went well.
+    """
+
+    def write(sink: Sink) -> None:
+        faiss.write_index(index, faiss.PyCallbackIOWriter(sink.write))
+
+    return durable_write(directory, name, write)
 
 
 def read_index(path: Path) -> faiss.IndexIDMap2:

@@ -126,7 +126,31 @@ def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
         store = VectorStore.load(vector_files, manifest["dim"], factory, manifest["count"])
         tuning.apply_params(store.index, manifest.get("search_params") or {})
     catalog = open_catalog(directory, manifest)
+    try:
+        check_counts(directory, manifest, store, catalog)
+    except BaseException:
+        catalog.close()
+        raise
     return catalog, store
+
+
+def check_counts(directory: Path, manifest: dict, store: VectorStore, catalog: Catalog) -> None:
+    """Manifest, index and catalog must count the same items, or hits would silently vanish.
+
+    Each file passes its own checksum, so a mismatch means files of different collections or
+    generations were put together (a catalog copied in and the manifest "fixed" to match).
+    """
+    rows, count = catalog.count(), int(manifest["count"])
+    ntotal = store.index.ntotal if store.index is not None else 0
+    if rows == count == ntotal:
+        return
+    entry = manifest["files"].get("catalog")
+    name = directory / entry["name"] if entry else "(none)"
+    raise CollectionCorruptError(
+        f"collection {directory} is damaged: the manifest counts {count} items and the index "
+        f"holds {ntotal}, but the catalog {name} has {rows} rows; restore the directory from a "
+        "backup or rebuild the collection"
+    )
 
 
 def open_catalog(directory: Path, manifest: dict) -> Catalog:
@@ -150,6 +174,21 @@ def sweep(directory: Path, manifest: dict) -> None:
     if removed:
         mf.fsync_dir(directory)
         log.debug("removed %d stale files from %s", removed, directory)
+
+
+def discard(directory: Path, *, generation: int) -> None:
+    """Delete the files a failed commit wrote for ``generation``, unless it became current.
+
+    Only when the manifest on disk is readable and names another generation: if the switch got
+    through (or cannot be read) the files stay, for the next writer's sweep to judge.
+    """
+    try:
+        if mf.read_manifest(directory)["generation"] == generation:
+            return
+        for role in mf.FILE_PATTERNS:
+            (directory / mf.generation_file(role, generation)).unlink(missing_ok=True)
+    except (CollectionError, OSError) as exc:
+        log.warning("could not clean up after a failed commit in %s: %s", directory, exc)
 
 
 def first_manifest(directory: Path, spec: dict[str, Any], index_key: str) -> dict[str, Any]:

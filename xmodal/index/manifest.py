@@ -1,9 +1,10 @@
-"""The manifest: the single switch between generations of a collection, plus durable file writes.
+"""The manifest: the single switch between generations of a collection.
 
 A collection directory holds one ``manifest.json`` and, per generation, immutable data files whose
 names carry the generation number. Writers create the files of generation N+1 beside those of
-generation N (temp file, fsync, rename, fsync the directory), then replace the manifest atomically.
-Readers read the manifest first and so always see one whole generation.
+generation N (``xmodal.index.durable``: temp file, fsync, verify, rename, fsync the directory),
+then replace the manifest atomically. Readers read the manifest first and so always see one
+whole generation.
 
 Checksums are SHA-256: with SHA-NI (every recent x86 and ARMv8 server) hashlib's SHA-256 runs at
 well over 1 GB/s, faster than BLAKE2b, and it is what everybody's tooling can check by hand
@@ -12,24 +13,28 @@ well over 1 GB/s, faster than BLAKE2b, and it is what everybody's tooling can ch
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import re
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index.durable import (  # noqa: F401 (re-exported: the durable-write helpers)
+    TEMP_PREFIX,
+    Sink,
+    durable_write,
+    file_digest,
+    fsync_path,
+    publish,
+    temp_path,
+    written_digest,
+)
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = "lock"
 CHECKSUM_ALGORITHM = "sha256"
-TEMP_PREFIX = ".tmp."
-_CHUNK = 4 * 1024 * 1024
 _GENERATION_FILE = re.compile(r"^[a-z]+\.g(\d{6,})\.[a-z0-9.]+$")
 
 # Role -> file name pattern of one generation; the manifest lists the files under these roles.
@@ -53,6 +58,11 @@ def generation_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+# Kept for callers that sync files written by other libraries.
+fsync_dir = fsync_path
+fsync_file = fsync_path
+
+
 def not_a_collection(directory: Path) -> CollectionError:
     """The one message for a directory that holds no collection (shared by open and the CLI)."""
     return CollectionError(
@@ -60,66 +70,9 @@ def not_a_collection(directory: Path) -> CollectionError:
     )
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames and unlinks inside ``directory`` durable (POSIX needs the directory synced)."""
-    _fsync(directory)
-
-
-def fsync_file(path: Path) -> None:
-    """Flush a file's data to stable storage; used for files written by libraries (FAISS)."""
-    _fsync(path)
-
-
-def temp_path(directory: Path, name: str) -> Path:
-    """A fresh temp path beside ``name``; writable opens sweep leftovers by the prefix."""
-    fd, raw = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{name}.", dir=directory)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the collection from a server's user
-    finally:
-        os.close(fd)
-    return Path(raw)
-
-
-def publish(tmp: Path, final: Path) -> None:
-    """fsync ``tmp``, rename it onto ``final`` and fsync the directory: all or nothing."""
-    fsync_file(tmp)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
-def durable_write(directory: Path, name: str, write: Callable[[Path], None]) -> Path:
-    """Write ``name`` in ``directory`` through ``write(temp_path)`` so a crash never leaves half."""
-    tmp = temp_path(directory, name)
-    try:
-        write(tmp)
-        publish(tmp, directory / name)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    return directory / name
-
-
-def file_digest(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks so large embeddings do not fill memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def describe_file(path: Path) -> dict[str, Any]:
     """The manifest entry of one data file: name, size and checksum."""
-    return {"name": path.name, "size": path.stat().st_size, "sha256": file_digest(path)}
+    return {"name": path.name, "size": path.stat().st_size, "sha256": written_digest(path)}
 
 
 def verify_files(directory: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -169,7 +122,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
     """Replace the manifest atomically: this rename is the moment a generation becomes current."""
     data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8") + b"\n"
-    durable_write(directory, MANIFEST_NAME, lambda tmp: tmp.write_bytes(data))
+    durable_write(directory, MANIFEST_NAME, lambda sink: sink.write(data))
 
 
 def stale_files(directory: Path, keep: set[str]) -> Iterator[Path]:

@@ -20,7 +20,7 @@ from xmodal.index.filters import Filter, as_filter
 from xmodal.index.generations import CollectionInfo
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.records import Hit, Record
-from xmodal.index.subset import search_subset
+from xmodal.index.subset import search_all, search_subset
 
 if TYPE_CHECKING:
     import threading
@@ -67,8 +67,9 @@ class CollectionReader:
     ) -> list[list[Hit]]:
         """Top-``k`` hits per query row by inner product (cosine), committed + staged rows.
 
-        ``where`` keeps only items matching a filter (see ``xmodal.index.filters``); the k best
-        matching items come back whenever k exist. Hits scoring below ``min_score`` are dropped.
+        The k best items come back whenever k exist, with or without ``where`` (a filter, see
+        ``xmodal.index.filters``, keeps only the items matching it). Hits scoring below
+        ``min_score`` are dropped.
         """
         k = checks.check_k(k)
         queries = checks.check_vectors(
@@ -76,7 +77,7 @@ class CollectionReader:
         )
         where = as_filter(where)
         if where is None:
-            scores, ids = self._store.search(queries, k)
+            scores, ids = search_all(self._store, queries, k)
         else:
             scores, ids = search_subset(self._store, queries, self._catalog.ids_where(where), k)
         records = self._catalog.get_records(ids[ids >= 0].tolist())

@@ -1,4 +1,4 @@
-"""Top-k search restricted to an allowed set of ids (the ids a filter let through).
+"""Top-k search over every live row or an allowed set of ids (the ids a filter let through).
 
 A small allowed set (at most ``EXACT_MAX`` ids, or under ``EXACT_FRACTION`` of the collection) is
 searched exactly with numpy over its stored raw embeddings: an ANN index asked for "the best k
@@ -48,17 +48,40 @@ def search_subset(
     return scores, ids
 
 
+def search_all(store: VectorStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, ids) per raw query over every live row: min(k, count) hits each.
+
+    An ANN index may come back short (an HNSW graph whose search reaches only part of the rows,
+    IVF probing fewer lists than hold k rows, removed ids filtered out): those queries are
+    answered exactly over the stored rows, so a search never costs hits that exist.
+    """
+    scores, ids = store.search(queries, k)
+    want = min(k, store.count)
+    out_scores = np.full((len(queries), want), -np.inf, np.float32)
+    out_ids = np.full((len(queries), want), -1, np.int64)
+    width = min(want, ids.shape[1])
+    out_scores[:, :width], out_ids[:, :width] = scores[:, :width], ids[:, :width]
+    short = np.flatnonzero((out_ids < 0).any(axis=1))
+    if len(short):
+        log.debug("ANN search came back short for %d queries; exact", len(short))
+        projected = store.project(queries[short])
+        out_scores[short], out_ids[short] = exact(store, projected, None, want)
+    return out_scores, out_ids
+
+
 def exact(
-    store: VectorStore, queries: np.ndarray, allowed: np.ndarray, k: int
+    store: VectorStore, queries: np.ndarray, allowed: np.ndarray | None, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over the stored embeddings of ``allowed`` ids.
+    """Exact inner-product top-k over the stored embeddings of ``allowed`` ids (None: all).
 
     ``queries`` are already in the index's space; the stored raw rows are projected here.
     """
     all_ids, rows = store.raw_embeddings()
-    positions = np.flatnonzero(np.isin(all_ids, allowed))
-    ids = all_ids[positions]
-    vectors = store.project(rows[positions])
+    if allowed is None:
+        ids, vectors = all_ids, store.project(rows)
+    else:
+        positions = np.flatnonzero(np.isin(all_ids, allowed))
+        ids, vectors = all_ids[positions], store.project(rows[positions])
     k = min(k, len(ids))
     out_scores = np.full((len(queries), k), -np.inf, np.float32)
     out_ids = np.full((len(queries), k), -1, np.int64)

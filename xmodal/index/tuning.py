@@ -4,7 +4,7 @@ Queries are a seeded sample of the stored vectors, each perturbed by isotropic n
 ``QUERY_NOISE`` and re-normalised, so a query is near but not on its source row (a stored row as
 its own query would flatter the index). Ground truth is numpy brute force over every stored
 vector. The parameter grows geometrically (x2) until the recall reaches the target or the cap; at
-the cap the best recall reached is reported with a warning.
+the cap the best recall reached is returned with ``reached_target`` False.
 """
 
 from __future__ import annotations
@@ -81,14 +81,8 @@ def tune_search(
         if result.recall >= target_recall:
             return result
     assert best is not None  # the grid is never empty
-    log.warning(
-        "%s could not reach recall@%d %.2f; best %.3f at %s",
-        type(index).__name__,
-        k,
-        target_recall,
-        best.recall,
-        best.params,
-    )
+    # No warning here: the caller decides whether this index is kept (see autoindex) and warns
+    # only about an index it keeps.
     apply_params(index, best.params)
     return TuningResult(best.params, best.recall, k, best.sample_size, best.queries_per_s, False)
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from xmodal.errors import CollectionCorruptError
 from xmodal.index import faiss_index
-from xmodal.index.manifest import durable_write, generation_file
+from xmodal.index.durable import Sink, durable_write
+from xmodal.index.manifest import generation_file
 from xmodal.index.projection import Projection
 
 log = logging.getLogger(__name__)
@@ -195,18 +196,21 @@ class VectorStore:
         if self.projection is not None:
             name = generation_file("projection", generation)
             projection = durable_write(directory, name, self.projection.save)
-        return GenerationFiles(
-            projection=projection,
-            index=faiss_index.write_index(
-                self.index, directory, generation_file("index", generation)
-            ),
-            embeddings=durable_write(
-                directory, emb_name, lambda tmp: self._write_vectors(tmp, keep)
-            ),
-            ids=durable_write(
-                directory, generation_file("ids", generation), lambda tmp: _save(tmp, ids)
-            ),
+        # Written smallest first, so that a size limit is met by the file that exceeds it.
+        ids_path = durable_write(
+            directory, generation_file("ids", generation), lambda sink: _save(sink, ids)
         )
+        embeddings = durable_write(
+            directory, emb_name, lambda sink: self._write_vectors(sink, keep)
+        )
+        index = faiss_index.write_index(self.index, directory, generation_file("index", generation))
+        return GenerationFiles(index, embeddings, ids_path, projection)
+
+    def rewrite_index(self, files: GenerationFiles, index_key: str) -> None:
+        """Rebuild the index of a just-written, not yet published generation as ``index_key``."""
+        self.use_factory(index_key)
+        self._rebuild()
+        faiss_index.write_index(self.index, files.index.parent, files.index.name)
 
     def switch_to(self, files: GenerationFiles) -> None:
         """Adopt a just-written generation as committed; the in-memory index already matches."""
@@ -216,18 +220,20 @@ class VectorStore:
         self._n_staged = 0
         self._removed.clear()
 
-    def _write_vectors(self, tmp: Path, keep: np.ndarray) -> None:
-        """Stream kept committed rows then staged rows into a float16 .npy (bounded memory)."""
+    def _write_vectors(self, sink: Sink, keep: np.ndarray) -> None:
+        """Stream kept committed rows then staged rows into a float16 .npy (bounded memory).
+
+        Plain writes, not a memory map: a full disk must raise, not kill the process (SIGBUS).
+        """
         kept = np.flatnonzero(keep)
         staged = self._staged_rows()[1]
         total = len(kept) + len(staged)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, self.dim))
+        header = {"descr": "<f2", "fortran_order": False, "shape": (total, self.dim)}
+        np.lib.format.write_array_header_1_0(sink, header)
         for start in range(0, len(kept), _COPY_ROWS):
             rows = kept[start : start + _COPY_ROWS]
-            out[start : start + len(rows)] = self._vectors[rows]
-        out[len(kept) :] = staged.astype(np.float16)
-        out.flush()
-        del out
+            sink.write(np.ascontiguousarray(self._vectors[rows], "<f2").tobytes())
+        sink.write(np.ascontiguousarray(staged, "<f2").tobytes())
 
     def _rebuild(self) -> None:
         """Build a fresh index from the live rows (training it when the factory needs that)."""
@@ -262,9 +268,8 @@ class VectorStore:
         return ~np.isin(self._ids, np.fromiter(self._removed, np.int64))
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+def _save(sink: Sink, array: np.ndarray) -> None:
+    np.save(sink, array, allow_pickle=False)
 
 
 def _brute_force(

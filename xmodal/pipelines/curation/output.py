@@ -19,7 +19,7 @@ import numpy as np
 
 from xmodal.errors import XmodalError
 from xmodal.index import Collection
-from xmodal.index.manifest import durable_write
+from xmodal.index.durable import Sink, durable_write
 from xmodal.index.pathtext import display_path
 from xmodal.pipelines.curation.duplicates import DuplicateReport
 from xmodal.pipelines.curation.outliers import OutlierReport
@@ -118,8 +118,8 @@ def _write_whole(path: Path, chunks: Iterable[bytes]) -> None:
     if not path.parent.is_dir():
         raise XmodalError(f"cannot write {path}: folder {path.parent} does not exist")
 
-    def write(target: Path) -> None:
-        with open(target, "wb") as handle:
-            handle.writelines(chunks)
+    def write(sink: Sink) -> None:
+        for chunk in chunks:
+            sink.write(chunk)
 
     durable_write(path.parent, path.name, write)

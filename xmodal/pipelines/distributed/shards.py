@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.index.manifest import TEMP_PREFIX, durable_write
+from xmodal.index.durable import TEMP_PREFIX, Sink, durable_write
 from xmodal.pipelines.sources import Item
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ class ShardStore:
             raise ValueError(f"{plan.name}: {len(rows)} rows for {len(plan.items)} inputs")
         vectors = np.ascontiguousarray(vectors, np.float32)
         table = pa.Table.from_pylist([asdict(row) for row in rows], schema=_schema())
-        durable_write(self.directory, f"{plan.name}.npy", lambda tmp: _save(tmp, vectors))
+        durable_write(self.directory, f"{plan.name}.npy", lambda sink: _save(sink, vectors))
         durable_write(
-            self.directory, f"{plan.name}.parquet", lambda tmp: pq.write_table(table, tmp)
+            self.directory, f"{plan.name}.parquet", lambda sink: pq.write_table(table, sink)
         )
         marker = {
             "fingerprint": plan.fingerprint,
@@ -126,7 +126,7 @@ class ShardStore:
         durable_write(
             self.directory,
             f"{plan.name}.done.json",
-            lambda tmp: tmp.write_text(json.dumps(marker, indent=1)),
+            lambda sink: sink.write(json.dumps(marker, indent=1).encode()),
         )
 
     def read(self, plan: ShardPlan) -> tuple[list[ShardRow], np.ndarray]:
@@ -162,6 +162,5 @@ def _schema():  # noqa: ANN202  (pyarrow is imported lazily)
     )
 
 
-def _save(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, array, allow_pickle=False)
+def _save(sink: Sink, array: np.ndarray) -> None:
+    np.save(sink, array, allow_pickle=False)

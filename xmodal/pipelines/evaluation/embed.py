@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xmodal.index.manifest import durable_write
+from xmodal.index.durable import Sink, durable_write
 from xmodal.pipelines.evaluation.datasets import CaptionSet, DatasetError
 
 if TYPE_CHECKING:
@@ -90,13 +90,13 @@ def embed_dataset(
     images, ok = encode_images(encoder, dataset.images, workers)
     texts = encoder.encode_texts(list(dataset.captions))
     path.parent.mkdir(parents=True, exist_ok=True)
-    durable_write(path.parent, path.name, lambda tmp: _save(tmp, images=images, texts=texts, ok=ok))
+    arrays = {"images": images, "texts": texts, "ok": ok}
+    durable_write(path.parent, path.name, lambda sink: _save(sink, **arrays))
     return _finish(dataset, model, images, texts, ok, cached=False)
 
 
-def _save(tmp: Path, **arrays: np.ndarray) -> None:
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+def _save(sink: Sink, **arrays: np.ndarray) -> None:
+    np.savez(sink, **arrays)
 
 
 def encode_images(
