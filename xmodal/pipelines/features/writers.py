@@ -10,7 +10,6 @@ whole, so a crash leaves temp files, never a half file under a final name.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from xmodal.errors import XmodalError
-from xmodal.index.manifest import fsync_dir, fsync_file
+from xmodal.index.durable import publish
 
 NPY_HEADER_BYTES = 128  # fixed, so the final row count can be written over the placeholder
 _MAGIC = b"\x93NUMPY\x01\x00"
@@ -29,13 +28,6 @@ READ_ROWS = 65536
 
 def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
-
-
-def publish(temp: Path, final: Path) -> None:
-    """fsync ``temp`` and rename it to ``final`` (atomic on POSIX)."""
-    fsync_file(temp)
-    os.replace(temp, final)
-    fsync_dir(final.parent)
 
 
 def _npy_header(dtype: np.dtype, rows: int, dim: int) -> bytes:
