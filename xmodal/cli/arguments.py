@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xmodal.pipelines.sources import SourcePolicy
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -67,6 +71,18 @@ def source_args(p: argparse.ArgumentParser) -> None:
         "--caption-column",
         metavar="NAME",
         help="tables: the column of captions (default: caption, text or title if present)",
+    )
+
+
+def source_policy(args: argparse.Namespace) -> SourcePolicy:
+    """The SourcePolicy of the arguments ``source_args`` defined (absent ones at defaults)."""
+    from xmodal.pipelines.sources import SourcePolicy
+
+    return SourcePolicy(
+        include_hidden=getattr(args, "hidden", False),
+        follow_links=getattr(args, "follow_links", False),
+        path_column=getattr(args, "path_column", None),
+        caption_column=getattr(args, "caption_column", None),
     )
 
 

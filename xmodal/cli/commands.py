@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xmodal.cli.arguments import DEFAULT_MODEL
+from xmodal.cli.arguments import DEFAULT_MODEL, source_policy
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
@@ -31,8 +31,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
     from xmodal.index.choice import parse_size
     from xmodal.pipelines.indexing import IndexConfig, index_paths
-    from xmodal.pipelines.sources import SourcePolicy
+    from xmodal.pipelines.sources import check_sources
 
+    policy = source_policy(args)
+    check_sources(args.sources, policy)  # a missing source fails before a collection is made
     existing = (args.collection / "manifest.json").is_file()
     spec = None
     if existing:
@@ -58,12 +60,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         commit_every=args.commit_every,
         prune=args.prune,
         retry_failed=args.retry_failed,
-        sources=SourcePolicy(
-            include_hidden=args.hidden,
-            follow_links=args.follow_links,
-            path_column=args.path_column,
-            caption_column=args.caption_column,
-        ),
+        sources=policy,
     )
     with collection:
         if args.ray is not None:

@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xmodal", description="Cross-modal (image <-> text) search over your images."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action=_Version, help="print the installed version (xmodal X.Y.Z) and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _index_parser(sub)
     _reindex_parser(sub)
@@ -37,6 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_parser(sub)
     curation.add_parser(sub)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, else the package's own."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import importlib.metadata
+
+        import xmodal
+
+        try:
+            version = importlib.metadata.version("xmodal")
+        except importlib.metadata.PackageNotFoundError:  # run from a source tree
+            version = xmodal.__version__
+        print(f"xmodal {version}")
+        parser.exit()
 
 
 def _collection_arg(parser: argparse.ArgumentParser) -> None:

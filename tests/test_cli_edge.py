@@ -1,0 +1,111 @@
+"""The CLI's edge: one-line errors for OS failures, quiet exits on closed pipes, --version,
+and nothing created when a run cannot start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import xmodal
+from xmodal.cli import EXIT_BROKEN_PIPE, main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def small_collection(
+    tmp_path_factory: pytest.TempPathFactory, tiny_clip_dir: Path, captioned_photos: list[Path]
+) -> Path:
+    col = tmp_path_factory.mktemp("edge") / "col"
+    photos = [str(p) for p in captioned_photos[:6]]
+    assert (
+        main(["index", *photos, "-c", str(col), "--model", str(tiny_clip_dir), "--workers", "0"])
+        == 0
+    )
+    return col
+
+
+def _into_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with stdout a pipe whose reader has already gone (``| head`` that quit)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "xmodal.cli", *argv],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("search", "a photo", "-k", "5", "--json", "--precision", "fp32"),
+        ("info", "--json"),
+        ("reindex", "--json"),
+    ],
+    ids=["search", "info", "reindex"],
+)
+def test_a_reader_that_closes_early_ends_the_command_quietly(
+    small_collection: Path, argv: tuple[str, ...]
+) -> None:
+    done = _into_closed_pipe(*argv, "-c", str(small_collection))
+    assert "Traceback" not in done.stderr
+    assert (done.returncode, done.stderr) == (EXIT_BROKEN_PIPE, "")
+
+
+def test_version_into_a_closed_pipe_is_quiet_too() -> None:
+    done = _into_closed_pipe("--version")
+    assert (done.returncode, done.stderr) == (EXIT_BROKEN_PIPE, "")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"xmodal {xmodal.__version__}\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("/proc/xmodal-no-such-dir", "No such file or directory: /proc/xmodal-no-such-dir"),
+        ("/etc/hostname/col", "Not a directory: /etc/hostname/col"),
+    ],
+)
+def test_os_errors_are_one_line(
+    target: str,
+    message: str,
+    tiny_clip_dir: Path,
+    captioned_photos: list[Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Paths even root cannot create: under /proc (no such entry) and under a regular file."""
+    if not Path("/etc/hostname").is_file():
+        pytest.skip("needs /etc/hostname to be a regular file")
+    photo = captioned_photos[0]
+    code, out, err = run(capsys, "index", photo, "-c", target, "--model", tiny_clip_dir)
+    assert (code, out, err) == (1, "", f"xmodal: error: {message}\n")
+
+
+def test_a_missing_source_creates_no_collection(
+    tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    col = tmp_path / "new.xmodal"
+    missing = tmp_path / "does-not-exist"
+    code, out, err = run(capsys, "index", missing, "-c", col, "--model", tiny_clip_dir)
+    assert (code, out) == (1, "")
+    assert err == f"xmodal: error: no such file or folder: {missing}\n"
+    assert not col.exists()
