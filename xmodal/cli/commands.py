@@ -119,7 +119,7 @@ def _change_index(
 
 def _report_dict(report: IndexReport) -> dict:
     keys = ("seen", "indexed", "unchanged", "failed", "skipped", "seconds", "images_per_s")
-    extra = ("reused", "pruned", "run", "resumed", "stages")
+    extra = ("skipped_reasons", "reused", "pruned", "run", "resumed", "stages")
     return {key: getattr(report, key) for key in keys + extra}
 
 
