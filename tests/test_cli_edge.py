@@ -109,3 +109,33 @@ def test_a_missing_source_creates_no_collection(
     assert (code, out) == (1, "")
     assert err == f"xmodal: error: no such file or folder: {missing}\n"
     assert not col.exists()
+
+
+@pytest.mark.parametrize("cached", [True, False], ids=["cached", "not-cached"])
+def test_demo_says_whether_it_trains_or_uses_the_cached_model(
+    cached: bool,
+    tmp_path: Path,
+    demo_model_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from xmodal.demo import run as demo_run
+    from xmodal.demo.train import DEMO_MODEL_NAME
+    from xmodal.errors import XmodalError
+
+    monkeypatch.setenv("XMODAL_CACHE", str(tmp_path))
+    target = tmp_path / DEMO_MODEL_NAME
+    if cached:
+        target.symlink_to(demo_model_dir, target_is_directory=True)
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise XmodalError("stopped before any work")
+
+    monkeypatch.setattr(demo_run, "build_demo", stop)
+    code, out, _ = run(capsys, "demo", "--no-serve", "--dir", tmp_path / "world")
+    expected = (
+        f"xmodal demo: using the cached demo model at {target}\n"
+        if cached
+        else f"xmodal demo: training the demo model once (about 90 s), cached at {target} ...\n"
+    )
+    assert (code, out) == (1, expected)

@@ -273,9 +273,9 @@ def _projection_line(data: dict) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from xmodal.demo.run import DemoOptions, build_demo
+    from xmodal.demo.run import DemoOptions, build_demo, model_line
 
-    print("xmodal demo: preparing the model (trained once, about 90 s, then cached) ...")
+    print(model_line(), flush=True)
     result, retriever = build_demo(DemoOptions(directory=args.dir))
     print(f"model       {result.model_dir}")
     print(f"world       {result.world_dir} (held-out images the model never saw)")
