@@ -57,11 +57,7 @@ def source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hidden", action="store_true", help="also take hidden files and folders (.name)"
     )
-    p.add_argument(
-        "--follow-links",
-        action="store_true",
-        help="follow symbolic links that lead out of the folder walked (default: skip them)",
-    )
+    follow_links_arg(p)
     p.add_argument(
         "--path-column",
         metavar="NAME",
@@ -71,6 +67,14 @@ def source_args(p: argparse.ArgumentParser) -> None:
         "--caption-column",
         metavar="NAME",
         help="tables: the column of captions (default: caption, text or title if present)",
+    )
+
+
+def follow_links_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow symbolic links that lead out of the folder walked (default: skip them)",
     )
 
 
