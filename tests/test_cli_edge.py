@@ -3,6 +3,7 @@ and nothing created when a run cannot start."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -139,3 +140,55 @@ def test_demo_says_whether_it_trains_or_uses_the_cached_model(
         else f"xmodal demo: training the demo model once (about 90 s), cached at {target} ...\n"
     )
     assert (code, out) == (1, expected)
+
+
+SEARCH_NEEDS_NONE_OF = ("gradio", "fastapi", "uvicorn", "ray", "matplotlib", "sklearn", "pyarrow")
+
+
+def test_search_imports_nothing_a_query_does_not_need(small_collection: Path, tmp_path: Path):
+    """Start-up is most of a search's time: the app, Ray, plotting, scikit-learn and Arrow stay
+    out of it (torch and transformers, which encode the query, are the rest)."""
+    listing = tmp_path / "modules.txt"
+    script = (
+        "import sys\n"
+        "from xmodal.cli import main\n"
+        "code = main(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write('\\n'.join(sorted(sys.modules)))\n"
+        "sys.exit(code)\n"
+    )
+    argv = ["search", "-c", str(small_collection), "a photo", "-k", "5", "--precision", "fp32"]
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(listing), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n") == 5  # five hits printed
+    loaded = {name.split(".")[0] for name in listing.read_text().split()}
+    assert {"torch", "transformers", "faiss"} <= loaded  # the listing is the real one
+    assert loaded.isdisjoint(SEARCH_NEEDS_NONE_OF), sorted(loaded & set(SEARCH_NEEDS_NONE_OF))
+
+
+@pytest.mark.parametrize("command", ["search", "info"])
+def test_read_only_commands_that_end_the_process_at_once_flush_their_output_first(
+    small_collection: Path, command: str
+) -> None:
+    """From its own command line, search/info end with os._exit (no interpreter teardown): every
+    byte written must still arrive, and the exit code too."""
+    query = ["a photo", "-k", "5", "--precision", "fp32"] if command == "search" else []
+    argv = [command, "-c", str(small_collection), *query, "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "xmodal.cli", *argv], capture_output=True, text=True, timeout=300
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    data = json.loads(done.stdout)
+    assert len(data["results"]) == 5 if command == "search" else data["count"] == 6
+    failed = subprocess.run(
+        [sys.executable, "-m", "xmodal.cli", command, "-c", str(small_collection / "nope"), *query],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("xmodal: error: not an xmodal collection:")

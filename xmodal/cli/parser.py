@@ -157,7 +157,7 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     model_args(p, "default: the collection's model")
-    p.set_defaults(run=cmd_search)
+    p.set_defaults(run=cmd_search, exit_at_once=True)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -189,7 +189,7 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a collection")
     _collection_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_info)
+    p.set_defaults(run=cmd_info, exit_at_once=True)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:
