@@ -266,3 +266,43 @@ def test_tar_shard_members_are_embedded(tmp_path, capsys, captioned_photos, clip
     meta = pq.read_table(out / "image_metadata.parquet").to_pylist()
     assert meta[0]["uri"].endswith("shard-000.tar::00000.jpg")
     assert meta[0]["caption"] == "first sample"
+
+
+def test_texts_only_account_for_every_input(tmp_path, capsys, photo_dir, tiny_clip_dir):
+    """With --modality text an input gives a row when it has a caption; the others are skipped
+    as no-caption (and listed in failures.jsonl), so seen = embedded + failed + skipped."""
+    out = tmp_path / "out"
+    report = _embed(capsys, str(photo_dir), "-o", str(out), "-m", str(tiny_clip_dir),
+                    "--modality", "text", "--precision", "fp32")  # fmt: skip
+    assert (report["seen"], report["embedded"], report["failed"], report["skipped"]) == (7, 1, 0, 6)
+    assert report["texts"] == 1
+    counts = json.loads((out / "embed.json").read_text())["counts"]
+    assert counts["seen"] == counts["embedded"] + counts["failed"] + counts["skipped"]
+    dropped = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {(d["status"], d["reason"]) for d in dropped} == {("skipped", "no-caption")}
+    assert len(dropped) == 6
+
+
+@pytest.mark.parametrize(
+    ("options", "unit"),
+    [
+        (["--layer", "pooled", "--pca", "2"], True),  # a projection re-normalises its rows
+        (["--layer", "pooled"], False),
+        (["--modality", "both", "--dtype", "float16"], True),
+    ],
+    ids=["pooled-pca", "pooled", "embedding-fp16"],
+)
+def test_normalized_says_what_the_stored_rows_are(
+    tmp_path, capsys, photo_dir, tiny_clip_dir, options, unit
+):
+    out = tmp_path / "out"
+    _embed(capsys, str(photo_dir), "-o", str(out), "-m", str(tiny_clip_dir),
+           "--precision", "fp32", *options)  # fmt: skip
+    manifest = json.loads((out / "embed.json").read_text())
+    norms = [
+        np.linalg.norm(np.load(path).astype(np.float32), axis=1)
+        for path in sorted(out.glob("*_embeddings.npy"))
+    ]
+    measured = all(np.allclose(n, 1.0, atol=2e-3) for n in norms)
+    assert manifest["normalized"] is measured is unit
+    assert {o["normalized"] for o in manifest["outputs"].values()} == {unit}

@@ -102,3 +102,30 @@ def test_smoke_on_real_photos_with_a_random_model(
     assert report["n_captions"] >= 16 * 5
     recall = report["rows"][0]["recall"]["text_to_image"]
     assert 0.0 <= recall["R@1"] <= recall["R@5"] <= recall["R@10"] <= 1.0
+
+
+def test_repeated_captions_warn_and_rank_alike_on_exact_and_flat(
+    tiny_clip_dir: Path,
+    captioned_photos: list[Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """24 photos under 2 caption texts (12 images each): a top-10 list cannot hold all ties."""
+    lines = [
+        json.dumps({"file": str(photo), "captions": ["a photo" if i % 2 else "a picture"]})
+        for i, photo in enumerate(captioned_photos[:24])
+    ]
+    dataset = tmp_path / "captions.jsonl"
+    dataset.write_text("\n".join(lines) + "\n")
+    common = ["--model", str(tiny_clip_dir), "--precision", "fp32", "--workers", "0"]
+    args = [str(dataset), *common, "--cache-dir", str(tmp_path / "cache"), "--index", "flat"]
+    assert main(["eval", *args, "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert err == (
+        "xmodal: warning: captions repeat: 2 distinct out of 24 captions (the same text under "
+        "different images); ties count against the query\n"
+    )
+    exact, flat = json.loads(out)["rows"]
+    assert flat["label"] == "flat -> Flat"
+    assert flat["recall"] == exact["recall"]
+    assert exact["recall"]["image_to_text"] == {"R@1": 0.0, "R@5": 0.0, "R@10": 0.0}

@@ -140,3 +140,23 @@ def test_rescoring_returns_exact_scores_best_first(clustered: EmbeddedSet) -> No
     exact = np.einsum("nd,nkd->nk", clustered.text_vectors[:20], clustered.image_vectors[found])
     assert np.allclose(scores, exact, atol=1e-5)
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
+
+
+def test_repeated_captions_rank_the_same_on_exact_and_on_a_flat_index() -> None:
+    """60 images, 3 caption texts written under 20 images each (as the demo world repeats
+    its captions): a caption's 19 twins tie with it, more than a top-10 list holds. The Flat
+    index must count them as the full score matrix does, not only the twins it happened to list.
+    """
+    rng = np.random.default_rng(1)
+    prototypes = _unit(rng.standard_normal((3, DIM)))
+    owner_text = np.repeat(np.arange(3), 20)
+    images = _unit(prototypes[owner_text] + 0.3 * rng.standard_normal((60, DIM)))
+    texts = prototypes[owner_text].copy()  # caption i belongs to image i; identical text rows
+    data = EmbeddedSet("repeats", "synthetic", images, texts, np.arange(60))
+    report = evaluate(data, EvalConfig(indexes=("flat",), quantisations=("fp16",)))
+    exact, flat, fp16 = report.rows
+    assert (exact.label, flat.label) == ("exact fp32", "flat -> Flat")
+    assert flat.recall == exact.recall
+    assert fp16.recall["image_to_text"] == exact.recall["image_to_text"]  # fp16 codes tie too
+    # Image to text: 19 tied negatives put every positive at rank 20.
+    assert exact.recall["image_to_text"] == {1: 0.0, 5: 0.0, 10: 0.0}

@@ -91,3 +91,27 @@ def test_missing_scikit_learn_names_the_extra(monkeypatch, colours, demo_encoder
     monkeypatch.setitem(sys.modules, "sklearn", None)
     with pytest.raises(XmodalError, match=r"pip install 'xmodal\[probe\]'"):
         run_probe(demo_encoder, colours)
+
+
+def test_class_folders_of_symlinks_say_why_they_hold_no_images(tmp_path, capsys, demo_model_dir):
+    """Links leading out of their class folder are skipped by default, as ``index`` does; the
+    error says so and --follow-links takes them."""
+    real = _colour_folders(tmp_path / "real", 36, seed=0)
+    linked = tmp_path / "linked"
+    links = 0
+    for folder in sorted(real.iterdir()):
+        (linked / folder.name).mkdir(parents=True)
+        for image in sorted(folder.iterdir()):
+            (linked / folder.name / image.name).symlink_to(image)
+            links += 1
+    args = ["probe", str(linked), "-m", str(demo_model_dir), "--workers", "0"]
+    assert main(args) == 1
+    too_few = ", ".join(f"{name} (0)" for name in sorted(COLOURS))
+    assert capsys.readouterr().err == (
+        f"xmodal: error: the dataset needs at least 2 decodable images per class; too few in: "
+        f"{too_few}; {links} symlinks pointing outside their class folder were skipped "
+        "(pass --follow-links to take them)\n"
+    )
+    assert main([*args, "--follow-links", "--json", "--precision", "fp32"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_train"] + report["n_test"] == links

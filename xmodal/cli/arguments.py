@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xmodal.pipelines.sources import SourcePolicy
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
@@ -53,11 +57,7 @@ def source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--hidden", action="store_true", help="also take hidden files and folders (.name)"
     )
-    p.add_argument(
-        "--follow-links",
-        action="store_true",
-        help="follow symbolic links that lead out of the folder walked (default: skip them)",
-    )
+    follow_links_arg(p)
     p.add_argument(
         "--path-column",
         metavar="NAME",
@@ -67,6 +67,26 @@ def source_args(p: argparse.ArgumentParser) -> None:
         "--caption-column",
         metavar="NAME",
         help="tables: the column of captions (default: caption, text or title if present)",
+    )
+
+
+def follow_links_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--follow-links",
+        action="store_true",
+        help="follow symbolic links that lead out of the folder walked (default: skip them)",
+    )
+
+
+def source_policy(args: argparse.Namespace) -> SourcePolicy:
+    """The SourcePolicy of the arguments ``source_args`` defined (absent ones at defaults)."""
+    from xmodal.pipelines.sources import SourcePolicy
+
+    return SourcePolicy(
+        include_hidden=getattr(args, "hidden", False),
+        follow_links=getattr(args, "follow_links", False),
+        path_column=getattr(args, "path_column", None),
+        caption_column=getattr(args, "caption_column", None),
     )
 
 

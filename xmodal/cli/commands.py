@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from xmodal.cli.arguments import DEFAULT_MODEL
+from xmodal.cli.arguments import DEFAULT_MODEL, source_policy
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
@@ -34,8 +34,10 @@ def cmd_index(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
     from xmodal.index.choice import parse_size
     from xmodal.pipelines.indexing import IndexConfig, index_paths
-    from xmodal.pipelines.sources import SourcePolicy
+    from xmodal.pipelines.sources import check_sources
 
+    policy = source_policy(args)
+    check_sources(args.sources, policy)  # a missing source fails before a collection is made
     existing = (args.collection / "manifest.json").is_file()
     spec = None
     if existing:
@@ -61,12 +63,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         commit_every=args.commit_every,
         prune=args.prune,
         retry_failed=args.retry_failed,
-        sources=SourcePolicy(
-            include_hidden=args.hidden,
-            follow_links=args.follow_links,
-            path_column=args.path_column,
-            caption_column=args.caption_column,
-        ),
+        sources=policy,
     )
     with collection:
         if args.ray is not None:
@@ -125,7 +122,7 @@ def _change_index(
 
 def _report_dict(report: IndexReport) -> dict:
     keys = ("seen", "indexed", "unchanged", "failed", "skipped", "seconds", "images_per_s")
-    extra = ("reused", "pruned", "run", "resumed", "stages")
+    extra = ("skipped_reasons", "reused", "pruned", "run", "resumed", "stages")
     return {key: getattr(report, key) for key in keys + extra}
 
 
@@ -279,9 +276,9 @@ def _projection_line(data: dict) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from xmodal.demo.run import DemoOptions, build_demo
+    from xmodal.demo.run import DemoOptions, build_demo, model_line
 
-    print("xmodal demo: preparing the model (trained once, about 90 s, then cached) ...")
+    print(model_line(), flush=True)
     result, retriever = build_demo(DemoOptions(directory=args.dir))
     print(f"model       {result.model_dir}")
     print(f"world       {result.world_dir} (held-out images the model never saw)")

@@ -7,7 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from xmodal.cli.arguments import decode_args, model_args, representation_arg, source_args
+from xmodal.cli.arguments import (
+    decode_args,
+    model_args,
+    representation_arg,
+    source_args,
+    source_policy,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +50,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from xmodal.encoders import load_encoder
     from xmodal.encoders.representation import parse_representation
     from xmodal.pipelines.features.embed import EmbedConfig, check_config, embed_to_dir
-    from xmodal.pipelines.sources import SourcePolicy
 
     config = EmbedConfig(
         modality=args.modality,
@@ -57,12 +62,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         decode_timeout=args.decode_timeout or EmbedConfig.decode_timeout,
-        policy=SourcePolicy(
-            include_hidden=args.hidden,
-            follow_links=args.follow_links,
-            path_column=args.path_column,
-            caption_column=args.caption_column,
-        ),
+        policy=source_policy(args),
     )
     check_config(config)  # before the model loads: argument mistakes fail fast
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)

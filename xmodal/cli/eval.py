@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from xmodal.cli.arguments import model_args
@@ -89,6 +90,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     dataset = load_dataset(args.dataset, images_dir=args.images, split=args.split, fmt=args.format)
     dataset = dataset.limited(args.limit)
+    repeats = dataset.caption_repeats()
+    if repeats is not None:
+        print(
+            f"xmodal: warning: captions repeat: {repeats[0]} distinct out of {repeats[1]} "
+            "captions (the same text under different images); ties count against the query",
+            file=sys.stderr,
+        )
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     embedded = embed_dataset(dataset, encoder, cache_dir=args.cache_dir, workers=args.workers)
     report = evaluate(embedded, config)

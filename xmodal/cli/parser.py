@@ -24,6 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xmodal", description="Cross-modal (image <-> text) search over your images."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--version", action=_Version, help="print the installed version (xmodal X.Y.Z) and exit"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _index_parser(sub)
     _reindex_parser(sub)
@@ -37,6 +40,25 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_parser(sub)
     curation.add_parser(sub)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, else the package's own."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        import importlib.metadata
+
+        import xmodal
+
+        try:
+            version = importlib.metadata.version("xmodal")
+        except importlib.metadata.PackageNotFoundError:  # run from a source tree
+            version = xmodal.__version__
+        print(f"xmodal {version}")
+        parser.exit()
 
 
 def _collection_arg(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +157,7 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     model_args(p, "default: the collection's model")
-    p.set_defaults(run=cmd_search)
+    p.set_defaults(run=cmd_search, exit_at_once=True)
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -167,7 +189,7 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a collection")
     _collection_arg(p)
     p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_info)
+    p.set_defaults(run=cmd_info, exit_at_once=True)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

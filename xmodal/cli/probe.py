@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from xmodal.cli.arguments import decode_args, model_args, representation_arg
+from xmodal.cli.arguments import decode_args, follow_links_arg, model_args, representation_arg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--C", type=float, default=1.0, help="inverse regularisation strength (default 1.0)"
     )
+    follow_links_arg(p)
     decode_args(p)
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(run=cmd_probe)
@@ -42,6 +43,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         workers=args.workers,
         decode_timeout=args.decode_timeout or ProbeConfig.decode_timeout,
+        follow_links=args.follow_links,
     )
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     report = run_probe(encoder, args.dataset, config)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from xmodal.cli.arguments import source_policy
+
 if TYPE_CHECKING:
     from xmodal.encoders import Encoder
     from xmodal.index import Collection
@@ -55,7 +57,6 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
 def index_on_ray(args: argparse.Namespace, encoder: Encoder, collection: Collection) -> IndexReport:
     """Run ``index_with_ray`` with the command's options; prints the shard counts."""
     from xmodal.pipelines.distributed import RayIndexConfig, index_with_ray
-    from xmodal.pipelines.sources import SourcePolicy
 
     config = RayIndexConfig(
         address=None if args.ray == LOCAL else args.ray,
@@ -68,12 +69,7 @@ def index_on_ray(args: argparse.Namespace, encoder: Encoder, collection: Collect
         precision=args.precision,
         prune=args.prune,
         retry_failed=args.retry_failed,
-        policy=SourcePolicy(
-            include_hidden=args.hidden,
-            follow_links=args.follow_links,
-            path_column=args.path_column,
-            caption_column=args.caption_column,
-        ),
+        policy=source_policy(args),
     )
     report, stats = index_with_ray(encoder, collection, args.sources, config)
     if not args.json:

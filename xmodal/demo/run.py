@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xmodal.demo.evaluate import attribute_queries
-from xmodal.demo.train import default_cache_dir, ensure_demo_model
+from xmodal.demo.train import default_cache_dir, ensure_demo_model, is_complete
 from xmodal.demo.world import WorldItem, make_world
 from xmodal.encoders import load_encoder
 from xmodal.index import Collection
@@ -44,6 +44,14 @@ class DemoResult:
     precision_at_k: float
     k: int
     n_queries: int
+
+
+def model_line(model_dir: Path | None = None) -> str:
+    """What preparing the model will do: reuse the cache, or train once (about 90 s)."""
+    target = Path(model_dir) if model_dir is not None else default_cache_dir()
+    if is_complete(target):
+        return f"xmodal demo: using the cached demo model at {target}"
+    return f"xmodal demo: training the demo model once (about 90 s), cached at {target} ..."
 
 
 def build_demo(options: DemoOptions = DemoOptions()) -> tuple[DemoResult, Retriever]:

@@ -159,7 +159,7 @@ def _publish(build_dir: Path, out_dir: Path) -> None:
     try:
         build_dir.rename(out_dir)
     except OSError:
-        if not _complete(out_dir):  # lost a race to another trainer only if it finished
+        if not is_complete(out_dir):  # lost a race to another trainer only if it finished
             raise
         shutil.rmtree(build_dir, ignore_errors=True)
     if old is not None:
@@ -221,7 +221,8 @@ def train_demo_model(
     return report
 
 
-def _complete(directory: Path) -> bool:
+def is_complete(directory: Path) -> bool:
+    """Every file of a saved demo model is there (it is published by one rename)."""
     return all((directory / name).is_file() for name in _REQUIRED)
 
 
@@ -235,7 +236,7 @@ def default_cache_dir() -> Path:
 def ensure_demo_model(cache_dir: str | Path | None = None) -> Path:
     """The demo model directory: reused when present and complete, else trained (once)."""
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    if _complete(target):
+    if is_complete(target):
         return target
     logger.info("no demo model at %s; training one (%d steps)", target, DemoConfig().steps)
     train_demo_model(target)

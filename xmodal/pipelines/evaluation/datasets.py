@@ -42,6 +42,18 @@ class CaptionSet:
     def captions_per_image(self) -> float:
         return len(self.captions) / max(len(self.images), 1)
 
+    def caption_repeats(self) -> tuple[int, int] | None:
+        """(distinct caption texts, captions) when one text is written under different images.
+
+        Such captions embed identically, so they tie: an image query meets its caption's twins
+        at the same score, and ties count against the query (see ``recall``).
+        """
+        owners: dict[str, int] = {}
+        repeated = False
+        for caption, image in zip(self.captions, self.caption_image.tolist(), strict=True):
+            repeated = repeated or owners.setdefault(caption, image) != image
+        return (len(owners), len(self.captions)) if repeated else None
+
     def limited(self, n_images: int | None) -> CaptionSet:
         """The first ``n_images`` images and their captions (all when None)."""
         if n_images is not None and n_images < 1:

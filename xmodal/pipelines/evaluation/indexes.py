@@ -10,18 +10,16 @@ powers of two and measures each setting on the real queries.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
 from xmodal.index import autoindex, choice, faiss_index, tuning
-from xmodal.pipelines.evaluation.recall import Pairing, index_ranks, recall_at
+from xmodal.pipelines.evaluation.recall import Pairing, Search, recall_at, searched_ranks
 
 EF_CURVE_CAP = 1024
 CURVE_DONE = 0.999
-Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -91,9 +89,12 @@ def curve(
     points: list[CurvePoint] = []
     for value in _values(built.index, name):
         tuning.apply_params(built.index, {name: value})
-        scores, found = built.search(queries, truth.shape[1])
-        qps = timed_qps(built.search, queries, truth.shape[1])
-        r10 = recall_at(index_ranks(scores, found, pairing), (10,))[10]
+        depth = truth.shape[1]
+        ranks, _, found = searched_ranks(
+            built.search, queries, depth, pairing, built.index.ntotal, 10
+        )
+        qps = timed_qps(built.search, queries, depth)
+        r10 = recall_at(ranks, (10,))[10]
         points.append(CurvePoint(name, value, tuning.recall_at_k(found, truth), r10, qps))
         if points[-1].vs_exact >= CURVE_DONE:
             break  # as good as exact: larger settings only cost speed

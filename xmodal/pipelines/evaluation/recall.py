@@ -14,7 +14,11 @@ Both directions reduce to one number per query: the rank of its best-ranked posi
   flatters the model;
 - the ranked lists an index returns (ids with their scores, higher is better): the same rule
   applied within the list, 1 + the number of listed negatives scoring at least as high as the
-  best listed positive; a query whose list holds no positive is missed.
+  best listed positive; a query whose list holds no positive is missed. A list cut off inside
+  the best positive's tie group would hide tied negatives (which one of twenty equal scores a
+  top-10 list keeps is arbitrary), so ``searched_ranks`` asks the method again, twice as deep,
+  until the tie group ends inside the list or the list holds the whole gallery. A Flat index
+  therefore ranks exactly as the full score matrix does.
 
 So every method of a table, exact or not, counts ties the same way. Ties are real: identical
 captions under different images embed identically, and binary codes give integer distances.
@@ -22,7 +26,7 @@ captions under different images embed identically, and binary codes give integer
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,8 @@ MISSED = np.iinfo(np.int64).max
 # between BLAS kernels and batch positions (identical captions encoded in different batches).
 TIE_TOLERANCE = 1e-6
 DEFAULT_KS = (1, 5, 10)
+# A method's search: (queries, k) -> (scores, gallery row numbers), best first, -1 for no row.
+Search = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 _BLOCK = 512  # query rows scored at a time: memory stays at BLOCK x gallery floats
 
 
@@ -87,11 +93,55 @@ def exact_ranks(queries: np.ndarray, gallery: np.ndarray, pairing: Pairing) -> n
     return ranks
 
 
-def index_ranks(scores: np.ndarray, found: np.ndarray, pairing: Pairing) -> np.ndarray:
-    """Ranks from an index's (queries, k) scores and ids (-1: no row), query i being row i."""
-    queries = np.arange(len(found))
+def index_ranks(
+    scores: np.ndarray, found: np.ndarray, pairing: Pairing, queries: np.ndarray | None = None
+) -> np.ndarray:
+    """Ranks from an index's (queries, k) scores and ids (-1: no row); ``queries`` are the query
+    row numbers of the lists (default: list i is query i)."""
+    queries = np.arange(len(found)) if queries is None else queries
     listed = np.where(found >= 0, scores, -np.inf)
     return ranks_from_lists(listed, pairing.is_positive(queries, found))
+
+
+def ties_cut_off(
+    scores: np.ndarray, found: np.ndarray, pairing: Pairing, queries: np.ndarray
+) -> np.ndarray:
+    """Per list: True when it is full and its last row ties with (or beats) the best listed
+    positive, so negatives tied with that positive may lie beyond the list."""
+    positive = pairing.is_positive(queries, found)
+    listed = np.where(found >= 0, scores, -np.inf)
+    best = np.where(positive, listed, -np.inf).max(axis=1)
+    full = found[:, -1] >= 0
+    return full & positive.any(axis=1) & (listed[:, -1] >= best - TIE_TOLERANCE)
+
+
+def searched_ranks(
+    search: Search,
+    queries: np.ndarray,
+    depth: int,
+    pairing: Pairing,
+    gallery_size: int,
+    max_rank: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ranks, scores, found) of ``search`` at ``depth``, with every tie counted.
+
+    Queries whose list ends inside the best positive's tie group (and whose rank could still be
+    within ``max_rank``) are searched again twice as deep until the group ends in the list or
+    the list holds the whole gallery: the ranks then equal the full-matrix rule's. ``scores``
+    and ``found`` are the lists at ``depth``.
+    """
+    scores, found = search(queries, depth)
+    rows = np.arange(len(queries))
+    ranks = index_ranks(scores, found, pairing, rows)
+    todo = rows[ties_cut_off(scores, found, pairing, rows) & (ranks <= max_rank)]
+    deeper = depth
+    while len(todo) and deeper < gallery_size:
+        deeper = min(2 * deeper, gallery_size)
+        more_scores, more_found = search(queries[todo], deeper)
+        ranks[todo] = index_ranks(more_scores, more_found, pairing, todo)
+        cut = ties_cut_off(more_scores, more_found, pairing, todo)
+        todo = todo[cut & (ranks[todo] <= max_rank)]
+    return ranks, scores, found
 
 
 def recall_at(ranks: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[int, float]:

@@ -1,4 +1,7 @@
-"""The evaluation report as a markdown table (for people) and as a JSON-ready dict."""
+"""The evaluation report as a markdown table (for people) and as a JSON-ready dict.
+
+``JSON_SCHEMA`` describes what ``xmodal eval --json`` prints (``to_dict``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,32 @@ from dataclasses import asdict
 from xmodal.pipelines.evaluation.sweep import DIRECTIONS, EvalReport, EvalRow
 
 _SHORT = {"text_to_image": "T→I", "image_to_text": "I→T"}
+
+JSON_SCHEMA = """\
+One JSON object:
+  dataset        str    dataset name (file stem; "stem:split" for Karpathy files)
+  model          str    encoder model id
+  n_images       int    images evaluated (decodable ones)
+  n_captions     int    captions evaluated
+  dim            int    embedding dimension
+  cached         bool   embeddings came from the cache
+  failed_images  [str]  images that did not decode (left out)
+  chance         {direction: {"R@k": float}}  recall of random scores
+  rows           [row]  exact first, then projections, indexes, quantisations
+row:
+  method           str    "exact", "projection", "index" or "quantisation"
+  label            str    the table's method column, e.g. "auto -> Flat"
+  dim              int    dimension searched
+  bytes_per_vector float  stored bytes per gallery row
+  recall           {direction: {"R@k": float}}  shares in 0..1, rounded to 4 places
+  vs_exact         {direction: float} | null  recall@10 of the row's top 10 vs exact search
+  queries_per_s    {direction: float}  one-thread batched search speed
+  params           {}     index: factory, kind, search_params, tuned_recall_at_10, reason;
+                          rescored quantisation: rescore
+  curve            [{param, value, vs_exact, recall_at_10, queries_per_s}]  index settings
+direction is "text_to_image" (each caption finds its image) or "image_to_text" (each image
+finds any of its captions). Every row ranks by the same rule: ties count against the query.
+"""
 
 
 def to_dict(report: EvalReport) -> dict:

@@ -36,8 +36,8 @@ from xmodal.pipelines.evaluation.recall import (
     Pairing,
     chance_recall,
     exact_ranks,
-    index_ranks,
     recall_at,
+    searched_ranks,
 )
 
 log = logging.getLogger(__name__)
@@ -208,10 +208,10 @@ def measure(
     """(recall per direction, recall@10 vs exact per direction, queries/s per direction)."""
     depth = max(max(ks), VS_EXACT_K)
     recall, vs_exact, speed = {}, {}, {}
-    for direction, (queries, _, pairing) in sides.sides.items():
+    for direction, (queries, gallery, pairing) in sides.sides.items():
         search = searches[direction]
-        scores, found = search(queries, depth)
-        recall[direction] = recall_at(index_ranks(scores, found, pairing), ks)
+        ranks, _, found = searched_ranks(search, queries, depth, pairing, len(gallery), max(ks))
+        recall[direction] = recall_at(ranks, ks)
         vs_exact[direction] = tuning.recall_at_k(found[:, :VS_EXACT_K], truth[direction])
         speed[direction] = timed_qps(search, queries, depth)
     return recall, vs_exact, speed

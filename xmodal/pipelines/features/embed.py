@@ -60,6 +60,7 @@ IMAGE_SCHEMA = pa.schema(
 )  # fmt: skip
 TEXT_SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string()), ("uri", pa.string())])
 _TEXT_BUFFER = 1024
+NO_CAPTION = "no-caption"  # --modality text: an image input without a caption gives no row
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,12 @@ class EmbedConfig:
 
 @dataclass(frozen=True)
 class EmbedReport:
-    """What ``embed`` did with every input: seen = embedded + failed + skipped (images)."""
+    """What ``embed`` did with every input: seen = embedded + failed + skipped.
+
+    An input is embedded when it gave a row: its image's (``image``, ``both``), or with
+    ``--modality text`` its caption's; a caption-less input is then skipped as ``no-caption``.
+    ``texts`` counts text rows, captions and ``--texts`` lines together.
+    """
 
     out_dir: str
     seen: int
@@ -93,11 +99,11 @@ class EmbedReport:
     first_failures: tuple[Dropped, ...] = field(default=(), repr=False)
 
     def summary(self) -> str:
-        rate = self.embedded / self.seconds if self.seconds > 0 else 0.0
+        images = sum(o.rows for o in self.outputs if o.modality == "image")
+        rate = f" ({images / self.seconds:.1f} images/s)" if images and self.seconds > 0 else ""
         return (
             f"seen {self.seen}: embedded {self.embedded}, failed {self.failed}, skipped "
-            f"{self.skipped}; texts {self.texts}; {self.seconds:.1f} s ({rate:.1f} images/s) "
-            f"-> {self.out_dir}"
+            f"{self.skipped}; texts {self.texts}; {self.seconds:.1f} s{rate} -> {self.out_dir}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -212,9 +218,13 @@ def _embed_images(
 
 
 def _count_only(inputs: Any, tally: _Tally, handle: Any) -> None:
+    """Texts only: an input gave a row when it has a caption (``tap_captions`` took it)."""
     for entry in inputs:
-        if isinstance(entry, Item):
+        if isinstance(entry, Item) and entry.caption:
             tally.seen += 1
+            tally.embedded += 1
+        elif isinstance(entry, Item):
+            _drop(Dropped(entry.uri, "skipped", NO_CAPTION), tally, handle)
         else:
             _drop(Dropped(entry.uri, "skipped", entry.reason), tally, handle)
 
@@ -266,6 +276,12 @@ class _TextBuffer:
         self.texts, self.uris = [], []
 
 
+def _all_normalized(outputs: tuple[ModalityOutput, ...]) -> bool | None:
+    """True when every stored row of every output has norm 1 (measured); None: no rows."""
+    measured = [o.normalized for o in outputs if o.normalized is not None]
+    return all(measured) if measured else None
+
+
 def _manifest(
     encoder: Encoder, config: EmbedConfig, representation: str, report: EmbedReport
 ) -> dict[str, Any]:
@@ -281,7 +297,7 @@ def _manifest(
             "precision": spec.precision,
         },  # fmt: skip
         "representation": representation,
-        "normalized": representation == "embedding",
+        "normalized": _all_normalized(report.outputs),
         "dtype": config.dtype,
         "format": config.format,
         "pca": config.pca,

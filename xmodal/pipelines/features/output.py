@@ -14,6 +14,7 @@ from xmodal.index.projection import Projection, fit_pca, parse_projection
 from xmodal.pipelines.features.writers import (
     NpyRowWriter,
     ParquetRowWriter,
+    iter_blocks,
     publish,
     read_npy_rows,
     temp_name,
@@ -36,6 +37,27 @@ class ModalityOutput:
     files: tuple[str, ...]
     pca_file: str | None = None
     pca_variance_kept: float | None = None
+    normalized: bool | None = None  # every stored row has L2 norm 1; None: no rows
+
+
+# Unit rows stored as float16 round each component to 11 bits: their norms move by < 5e-4.
+_UNIT_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 1e-4}
+
+
+def unit_rows(vectors: np.ndarray, dtype: np.dtype, transform: object = None) -> bool | None:
+    """Whether every row, as stored (through ``transform``, in ``dtype``), has L2 norm 1.
+
+    Measured, not inferred from the representation: a PCA or an inner feature that happens to
+    be normalised is reported as it is. None for no rows.
+    """
+    if not len(vectors):
+        return None
+    tolerance = _UNIT_TOLERANCE.get(np.dtype(dtype), 1e-4)
+    for block in iter_blocks(vectors, transform):
+        stored = np.asarray(block, dtype).astype(np.float32)
+        if not np.allclose(np.linalg.norm(stored, axis=1), 1.0, rtol=0.0, atol=tolerance):
+            return False
+    return True
 
 
 def output_names() -> list[str]:
@@ -102,6 +124,7 @@ class RowSink:
                 dim = write_npy(vectors, self.out / name, dtype, projection)
             publish(meta, self.out / f"{self.modality}_metadata.parquet")
             files = (name, f"{self.modality}_metadata.parquet")
+        normalized = unit_rows(vectors, dtype, projection)
         del vectors
         for temp in (raw, meta):
             temp.unlink(missing_ok=True)
@@ -112,6 +135,7 @@ class RowSink:
             files,
             pca_file=self._save(projection),
             pca_variance_kept=projection.explained_variance_ratio if projection else None,
+            normalized=normalized,
         )
 
     def _fit(self, vectors: np.ndarray, pca: str) -> Projection:

@@ -22,7 +22,7 @@ from xmodal.encoders import Encoder
 from xmodal.encoders.representation import parse_representation
 from xmodal.errors import XmodalError
 from xmodal.pipelines.features.stream import Embedded, image_features
-from xmodal.pipelines.sources import Item, Skipped, iter_inputs
+from xmodal.pipelines.sources import Item, Skipped, SourcePolicy, iter_inputs
 from xmodal.pipelines.workers import DECODE_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class ProbeConfig:
     workers: int | None = None
     decode_timeout: float = DECODE_TIMEOUT  # seconds per input to be read and decoded
     max_iter: int = 2000
+    follow_links: bool = False  # take symbolic links that lead out of their class folder
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,30 @@ def class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+@dataclass(frozen=True)
+class ClassImages:
+    """Features of ``root/<class>/*`` with their labels, and what produced no row."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    failed: int
+    links_skipped: int  # symbolic links out of their class folder, left out by policy
+
+    def hint(self) -> str:
+        """Why images may be missing, for an error about too few of them."""
+        if not self.links_skipped:
+            return ""
+        return (
+            f"; {self.links_skipped} symlinks pointing outside their class folder were skipped "
+            "(pass --follow-links to take them)"
+        )
+
+
 def dataset_features(
     encoder: Encoder, root: Path, config: ProbeConfig, classes: list[str] | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-    """(features, label indices, class names, failed count) for ``root/<class>/*``."""
+) -> ClassImages:
+    """Features, labels and class names of ``root/<class>/*``, with what produced no row."""
     folders = class_folders(root)
     names = classes if classes is not None else [f.name for f in folders]
     unknown = sorted({f.name for f in folders} - set(names))
@@ -107,12 +128,17 @@ def dataset_features(
         )
     index = {name: i for i, name in enumerate(names)}
     pending: defaultdict[str, deque[int]] = defaultdict(deque)  # uri -> labels in flight
+    policy = SourcePolicy(follow_links=config.follow_links)
+    links = 0
 
     def inputs() -> Iterator[Item | Skipped]:
+        nonlocal links
         for folder in folders:
-            for entry in iter_inputs([str(folder)]):
+            for entry in iter_inputs([str(folder)], policy):
                 if isinstance(entry, Item):
                     pending[entry.uri].append(index[folder.name])
+                elif entry.reason == "outside-root":
+                    links += 1
                 yield entry
 
     rows, labels, failed = [], [], 0
@@ -135,7 +161,9 @@ def dataset_features(
             log.warning("failed: %s", event.message)
     dim = encoder.feature_dim(config.representation, "image")
     features = np.concatenate(rows) if rows else np.zeros((0, dim), np.float32)
-    return features, np.asarray(labels, np.int64), names, failed
+    if links:
+        log.info("%d symlinks pointing outside their class folder were skipped", links)
+    return ClassImages(features, np.asarray(labels, np.int64), names, failed, links)
 
 
 def _take(pending: defaultdict[str, deque[int]], uri: str) -> int:
@@ -153,17 +181,19 @@ def run_probe(
     if not 0.0 < config.test_size < 1.0:
         raise XmodalError(f"--test-size must be between 0 and 1, got {config.test_size}")
     sklearn = _sklearn()
-    x, y, names, failed = dataset_features(encoder, Path(dataset), config)
+    train = dataset_features(encoder, Path(dataset), config)
+    x, y, names, failed = train.features, train.labels, train.names, train.failed
     if config.test_dir:
-        x_test, y_test, _, failed_test = dataset_features(
-            encoder, Path(config.test_dir), config, names
-        )
-        x_train, y_train, failed = x, y, failed + failed_test
-        _check_counts(y_train, names, 1, "training set")
+        test = dataset_features(encoder, Path(config.test_dir), config, names)
+        x_test, y_test = test.features, test.labels
+        x_train, y_train, failed = x, y, failed + test.failed
+        _check_counts(y_train, names, 1, "training set", train.hint())
         if not len(y_test):
-            raise XmodalError(f"the test folder {config.test_dir} holds no decodable images")
+            raise XmodalError(
+                f"the test folder {config.test_dir} holds no decodable images{test.hint()}"
+            )
     else:
-        _check_split(y, names, config.test_size)
+        _check_split(y, names, config.test_size, train.hint())
         x_train, x_test, y_train, y_test = sklearn.model_selection.train_test_split(
             x, y, test_size=config.test_size, random_state=config.seed, stratify=y
         )
@@ -212,18 +242,18 @@ def _fit_and_score(
     )
 
 
-def _check_counts(y: np.ndarray, names: list[str], least: int, where: str) -> None:
+def _check_counts(y: np.ndarray, names: list[str], least: int, where: str, hint: str = "") -> None:
     counts = np.bincount(y, minlength=len(names))
     short = [f"{names[i]} ({int(c)})" for i, c in enumerate(counts) if c < least]
     if short:
         raise XmodalError(
             f"the {where} needs at least {least} decodable images per class; too few in: "
-            f"{', '.join(short)}"
+            f"{', '.join(short)}{hint}"
         )
 
 
-def _check_split(y: np.ndarray, names: list[str], test_size: float) -> None:
-    _check_counts(y, names, 2, "dataset")
+def _check_split(y: np.ndarray, names: list[str], test_size: float, hint: str = "") -> None:
+    _check_counts(y, names, 2, "dataset", hint)
     n_test = math.ceil(test_size * len(y))
     if n_test < len(names) or len(y) - n_test < len(names):
         raise XmodalError(

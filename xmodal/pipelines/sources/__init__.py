@@ -43,6 +43,7 @@ __all__ = [
     "Skipped",
     "SourcePolicy",
     "Span",
+    "check_sources",
     "iter_inputs",
     "iter_items",
     "locate",
@@ -58,7 +59,7 @@ def iter_inputs(
         XmodalError: a named file, folder or list does not exist, a table lacks the path
             column, or a shard is compressed or not a tar (checked before anything is yielded).
     """
-    for kind, path in [_classify(source, policy) for source in sources]:
+    for kind, path in check_sources(sources, policy):
         if kind == "folder":
             yield from walk_folder(path, policy)
         elif kind == "list":
@@ -69,6 +70,20 @@ def iter_inputs(
             yield from read_table(path, policy)
         else:
             yield file_item(path)
+
+
+def check_sources(
+    sources: Iterable[str | os.PathLike], policy: SourcePolicy = DEFAULT_POLICY
+) -> list[tuple[str, str]]:
+    """Each source as (kind, resolved path), reading no more than needed to classify it.
+
+    Callers that create something for a run (a collection, an output folder) call this first,
+    so a typo fails before anything is made.
+
+    Raises:
+        XmodalError: as :func:`iter_inputs`.
+    """
+    return [_classify(source, policy) for source in sources]
 
 
 def iter_items(
