@@ -67,7 +67,8 @@ def main() -> None:
     rows = _rows()
     rng = random.Random(0)
     queries = [_query(captions[1], rng) for _, captions in rows]
-    encoder = load_encoder(ensure_demo_model(None), device="cpu", precision="fp32")
+    model = ensure_demo_model(None)
+    encoder = load_encoder(model, device="cpu", precision="fp32")
     with tempfile.TemporaryDirectory() as tmp:
         writer = Collection.create(Path(tmp) / "c", encoder.spec.to_dict(), index_key="flat")
         vectors = encoder.encode_images([str(path) for path, _ in rows])
@@ -82,7 +83,7 @@ def main() -> None:
         "benchmark": "hybrid",
         "data": f"captioned photos: {len(rows)} images; catalog caption = caption 0; query = "
         f"{WORDS} non-stop words sampled (seed 0) from caption 1",
-        "model": "demo-model-v1 (trained on coloured shapes, not photos)",
+        "model": f"{model.name} (trained on coloured shapes, not photos)",
         "chance": {f"R@{k}": round(k / len(rows), 4) for k in KS},
         "rrf_k": 60,
         "results": results,

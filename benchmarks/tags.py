@@ -38,7 +38,8 @@ TASKS = {"shape": SHAPES, "colour": tuple(COLOURS)}
 
 
 def main() -> None:
-    encoder = load_encoder(ensure_demo_model(None), device="cpu", precision="fp32")
+    model = ensure_demo_model(None)
+    encoder = load_encoder(model, device="cpu", precision="fp32")
     with tempfile.TemporaryDirectory() as tmp:
         items = make_world(Path(tmp) / "world", 216, seed=123)
         x = encoder.encode_images([str(item.path) for item in items])
@@ -61,7 +62,7 @@ def main() -> None:
         results[task] = row
     payload = {
         "benchmark": "tags",
-        "model": "demo-model-v1 (xmodal demo, CLIP 64-d)",
+        "model": f"{model.name} (xmodal demo, CLIP 64-d)",
         "logit_scale": round(head.scale, 4),
         "world": {"seed": 123, "images": 216, "split": "half train / half test, stratified"},
         "results": results,
