@@ -58,6 +58,8 @@ class FakeRetriever:
         k=10,
         threshold=None,
         where=None,
+        mode="vector",
+        keyword_weight=0.5,
     ):
         self.calls.append(
             {
@@ -68,6 +70,8 @@ class FakeRetriever:
                 "negative": negative,
                 "image_weight": image_weight,
                 "where": where,
+                "mode": mode,
+                "keyword_weight": keyword_weight,
             }
         )
         if self.explode:

@@ -83,6 +83,8 @@ def test_text_search_returns_thumbnails_with_labels(retriever):
             "negative": None,
             "image_weight": 0.5,
             "where": None,
+            "mode": "vector",
+            "keyword_weight": 0.5,
         }
     ]
     # Thumbnails are requested by catalog id only, at the configured size.

@@ -51,6 +51,7 @@ def test_text_search_returns_rows_with_image_urls(client, retriever):
             "path": RECORDS[0].path,
             "caption": "a red square",
             "image_url": "http://testserver/api/image/10",
+            "tags": [],
         },
         {
             "id": 11,
@@ -58,6 +59,7 @@ def test_text_search_returns_rows_with_image_urls(client, retriever):
             "path": RECORDS[1].path,
             "caption": RECORDS[1].caption,
             "image_url": "http://testserver/api/image/11",
+            "tags": [],
         },
     ]
     assert retriever.calls[0]["text"] == "red" and retriever.calls[0]["k"] == 2
@@ -161,6 +163,8 @@ def test_openapi_documents_every_route(client):
         "k",
         "threshold",
         "where",
+        "mode",
+        "keyword_weight",
     }
     assert client.get("/docs").status_code == 200
 

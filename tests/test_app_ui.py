@@ -42,6 +42,7 @@ def test_build_app_returns_configured_blocks_without_launching(retriever):
         "Without (optional)",
         "Image weight when searching by text and image",
         "Filter (optional)",
+        "Search mode (words: captions and file names)",
     ]
     galleries = [b for b in demo.blocks.values() if isinstance(b, gr.Gallery)]
     assert len(galleries) == 1

@@ -52,7 +52,8 @@ def test_index_search_json_and_rerun(
     assert code == 0, err
     results = json.loads(out)["results"]
     assert len(results) == 5
-    assert set(results[0]) == {"id", "score", "path", "caption"}
+    assert set(results[0]) == {"id", "score", "path", "caption", "tags"}
+    assert results[0]["tags"] == []  # never tagged
     assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
     assert {r["caption"] for r in results} <= {None, "a captioned photo"}
 

@@ -43,7 +43,22 @@ class SearchBody(BaseModel):
         None, description="number of results, at least 1 (lowered to the server's max)"
     )
     threshold: float | None = Field(None, description="drop results scoring below this")
-    where: str | None = Field(None, description="filter, e.g. 'ext:jpg and width>=1024'")
+    where: str | None = Field(
+        None, description="filter, e.g. 'ext:jpg and width>=1024' or 'tag:dog'"
+    )
+    mode: str | None = Field(
+        None,
+        description="vector (default), keyword (FTS5 over captions and file names) or hybrid "
+        "(reciprocal rank fusion of both)",
+    )
+    keyword_weight: float | None = Field(
+        None, description="hybrid: weight of the keyword list, 0..1 (default 0.5)"
+    )
+
+
+class TagRow(BaseModel):
+    label: str
+    prob: float
 
 
 class ResultRow(BaseModel):
@@ -52,6 +67,7 @@ class ResultRow(BaseModel):
     path: str = Field(description="for display: undecodable bytes of a file name as \\xNN")
     caption: str | None
     image_url: str
+    tags: list[TagRow] = Field(default_factory=list, description="zero-shot tags (xmodal tag)")
 
 
 class KUsed(BaseModel):
@@ -119,6 +135,8 @@ def api_router(retriever: RetrieverLike, config: AppConfig, admission: Admission
                 negative=body.negative,
                 image_weight=body.image_weight,
                 where=body.where,
+                mode=body.mode,
+                keyword_weight=body.keyword_weight,
             )
             return find(retriever, raw, config)
 
@@ -182,6 +200,7 @@ def result_row(hit: Hit, url: str) -> dict[str, Any]:
         "path": display_path(hit.record.path),
         "caption": hit.record.caption,
         "image_url": url,
+        "tags": [{"label": t.label, "prob": round(t.prob, 6)} for t in hit.tags],
     }
 
 

@@ -63,6 +63,8 @@ class RetrieverLike(Protocol):
         k: int = 10,
         threshold: float | None = None,
         where: Any = None,
+        mode: str = "vector",
+        keyword_weight: float = 0.5,
     ) -> ResultLike: ...
 
     def describe(self) -> dict[str, Any]: ...
@@ -112,6 +114,8 @@ def find(retriever: RetrieverLike, raw: RawQuery, config: AppConfig) -> Found:
         k=query.k,
         threshold=query.threshold,
         where=query.where,
+        mode=query.mode,
+        keyword_weight=query.keyword_weight,
     )
     return Found(query, list(result.hits), None if result.hits else result.reason)
 
@@ -124,6 +128,8 @@ def hit_label(hit: Hit, caption_chars: int = 120) -> str:
         if len(caption) > caption_chars:
             caption = caption[: caption_chars - 1].rstrip() + "…"
         parts.append(caption)
+    if hit.tags:
+        parts.append("tags: " + ", ".join(f"{t.label} {t.prob:.2f}" for t in hit.tags))
     return " · ".join(parts)
 
 

@@ -41,6 +41,8 @@ class RawQuery:
     negative: str | None = None
     image_weight: Any = None
     where: str | None = None
+    mode: Any = None
+    keyword_weight: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ class SearchQuery:
     where: str | None = None
     # What was asked for when it was over the server's maximum and ``k`` was lowered to it.
     k_requested: int | None = None
+    mode: str = "vector"
+    keyword_weight: float = 0.5
 
     @property
     def notice(self) -> str | None:
@@ -85,8 +89,20 @@ def parse_query(raw: RawQuery, config: AppConfig) -> SearchQuery:
         negative=negative,
         image_weight=_parse_weight(raw.image_weight),
         where=where,
+        mode=_parse_mode(raw.mode),
+        keyword_weight=_parse_weight(raw.keyword_weight, "keyword weight", "vector", "keyword"),
         k_requested=k if k > config.max_k else None,
     )
+
+
+def _parse_mode(mode: Any) -> str:
+    """vector (the default), keyword or hybrid: see ``xmodal.pipelines.hybrid``."""
+    if mode is None or (isinstance(mode, str) and not mode.strip()):
+        return "vector"
+    chosen = mode.strip().lower() if isinstance(mode, str) else None
+    if chosen not in ("vector", "keyword", "hybrid"):
+        raise QueryError("The search mode must be vector, keyword or hybrid.")
+    return chosen
 
 
 def _clean_text(value: Any, what: str, config: AppConfig) -> str | None:
@@ -139,7 +155,9 @@ def _parse_threshold(threshold: Any) -> float | None:
     return value
 
 
-def _parse_weight(weight: Any) -> float:
+def _parse_weight(
+    weight: Any, what: str = "image weight", zero: str = "text", one: str = "image"
+) -> float:
     if weight is None or (isinstance(weight, str) and not weight.strip()):
         return 0.5
     try:
@@ -147,7 +165,7 @@ def _parse_weight(weight: Any) -> float:
     except (TypeError, ValueError):
         value = math.nan
     if not 0.0 <= value <= 1.0:  # also false for NaN
-        raise QueryError("The image weight must be a number from 0 (text only) to 1 (image only).")
+        raise QueryError(f"The {what} must be a number from 0 ({zero} only) to 1 ({one} only).")
     return value
 
 

@@ -32,8 +32,8 @@ def build_app(
     """
     config = config or AppConfig()
 
-    def search(text, image, k, threshold, negative, image_weight, where):
-        raw = RawQuery(text, image, k, threshold, negative, image_weight, where)
+    def search(text, image, k, threshold, negative, image_weight, where, mode="vector"):
+        raw = RawQuery(text, image, k, threshold, negative, image_weight, where, mode)
         outcome = run_search(retriever, raw, config)
         status = escape_markdown(outcome.message)
         shown = [
@@ -122,7 +122,7 @@ def build_app(
     return demo
 
 
-_QUERY_ORDER = ("text", "image", "k", "threshold", "negative", "image_weight", "where")
+_QUERY_ORDER = ("text", "image", "k", "threshold", "negative", "image_weight", "where", "mode")
 
 
 def _query_widgets(config: AppConfig) -> dict[str, Any]:
@@ -163,6 +163,12 @@ def _query_widgets(config: AppConfig) -> dict[str, Any]:
                     label="Minimum score (optional)",
                     max_lines=1,
                 )
+            widgets["mode"] = gr.Radio(
+                choices=[("By meaning", "vector"), ("By words", "keyword"), ("Both", "hybrid")],
+                value="vector",
+                label="Search mode (words: captions and file names)",
+                elem_id="search-mode",
+            )
             widgets["button"] = gr.Button("Search", variant="primary", elem_id="search-button")
         with gr.Column(scale=1):
             # A file path, not a PIL image: the handler decodes it with xmodal.images, the same

@@ -146,6 +146,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         k=args.k,
         threshold=args.threshold,
         where=args.where,
+        mode=args.mode,
+        keyword_weight=args.keyword_weight,
     )
     hits = result.hits
     if args.json:
@@ -155,6 +157,7 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "score": round(h.score, 6),
                 "path": display_path(h.record.path),
                 "caption": h.record.caption,
+                "tags": [{"label": t.label, "prob": round(t.prob, 6)} for t in h.tags],
             }
             for h in hits
         ]
@@ -165,7 +168,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(result.reason or "no results")
     for rank, hit in enumerate(hits, 1):
         caption = f"  {hit.record.caption}" if hit.record.caption else ""
-        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.record.path)}{caption}")
+        tags = "  [" + ", ".join(t.label for t in hit.tags) + "]" if hit.tags else ""
+        print(f"{rank:3d}  {hit.score:.4f}  {display_path(hit.record.path)}{caption}{tags}")
     return 0
 
 

@@ -49,6 +49,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="fp16, int8, pq, pq:M, binary (comma-separated or repeated)",
     )
     p.add_argument(
+        "--sparse",
+        action="append",
+        metavar="LIST",
+        help="sparse:K rows: keep each stored vector's K largest-magnitude coordinates, "
+        "renormalised; K*4 bytes (fp16 values + uint16 indices); comma-separated or repeated "
+        "(e.g. sparse:16,sparse:64)",
+    )
+    p.add_argument(
         "--rescore",
         type=int,
         default=10,
@@ -85,6 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         projections=_listed(args.projection),
         indexes=_index_keys(args.index),
         quantisations=_listed(args.quantisation),
+        sparsities=_listed(args.sparse),
         rescore=args.rescore,
         memory_budget=parse_size(args.memory_budget) if args.memory_budget else None,
     )

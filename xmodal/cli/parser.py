@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xmodal.cli import curation, embed, eval, probe
+from xmodal.cli import curation, embed, eval, probe, tagging
 from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
 from xmodal.cli.commands import (
     cmd_demo,
@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_parser(sub)
     eval.add_parser(sub)
     curation.add_parser(sub)
+    tagging.add_parser(sub)
     return parser
 
 
@@ -152,8 +153,22 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
         metavar="EXPR",
         help="keep only matching items; repeatable, all must hold. Clauses joined by ' and ': "
         "path:GLOB, path^=PREFIX, path=PATH, ext:jpg,png, size/width/height OP N, "
-        "mtime OP ISO-DATE|EPOCH with OP one of > >= < <= = != "
+        "mtime OP ISO-DATE|EPOCH with OP one of > >= < <= = !=, tag:LABEL (see xmodal tag) "
         "(e.g. --where 'path:~/Pictures/2023/* and width>=1024')",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["vector", "keyword", "hybrid"],
+        default="vector",
+        help="vector (embeddings; default), keyword (words in captions and file names, SQLite "
+        "FTS5: plain words match any, or FTS5 syntax) or hybrid (both, reciprocal rank fusion)",
+    )
+    p.add_argument(
+        "--keyword-weight",
+        type=float,
+        default=0.5,
+        metavar="W",
+        help="hybrid: weight of the keyword list in the fusion, 0..1 (default 0.5)",
     )
     p.add_argument("--json", action="store_true", help='print {"results": [...]} as JSON')
     model_args(p, "default: the collection's model")

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from xmodal.encoders.hardware import PRECISIONS, resolve_device, resolve_precision
 from xmodal.encoders.loading import resolve_model
+from xmodal.encoders.logits import ZeroShotHead, zero_shot_head
 from xmodal.encoders.naflex import NaflexPipeline, naflex_from_processor, unpack
 from xmodal.encoders.preprocess import (
     ImageInput,
@@ -68,6 +69,10 @@ class Encoder:
         self._device = torch.device(spec.device)
         self._dtype = PRECISIONS[spec.precision]
         self._text_keys = set(inspect.signature(model.get_text_features).parameters)
+
+    def zero_shot_head(self) -> ZeroShotHead:
+        """The model's learned logit scale (and SigLIP bias) for zero-shot probabilities."""
+        return zero_shot_head(self.model, self.spec.model_type)
 
     # -- images -------------------------------------------------------------------------
     def load(self, source: ImageInput) -> Image.Image:

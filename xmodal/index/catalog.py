@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from xmodal.errors import CollectionError
-from xmodal.index import ledger
+from xmodal.errors import CollectionError, FilterError
+from xmodal.index import keywords, ledger, tagstore
 from xmodal.index.durable import write_failed
 from xmodal.index.filters import Filter
 from xmodal.index.ledger import LedgerEntry, RunRecord
@@ -97,6 +97,8 @@ class Catalog:
             conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
         conn.execute(_HASH_INDEX)
         ledger.create_tables(conn)
+        tagstore.create_tables(conn)
+        keywords.create_tables(conn)
         return cls(conn, work_path)
 
     @property
@@ -153,10 +155,52 @@ class Catalog:
 
     def ids_where(self, where: Filter) -> np.ndarray:
         """Sorted ids of the rows matching ``where`` (fixed SQL fragments, values as parameters)."""
-        sql, params = where.sql()
-        params = [to_db(p) if isinstance(p, str) else p for p in params]
+        sql, params = self._where_sql(where)
         rows = self._conn.execute(f"SELECT id FROM items WHERE {sql} ORDER BY id", params)
         return np.fromiter((row[0] for row in rows), np.int64)
+
+    def _where_sql(self, where: Filter) -> tuple[str, list]:
+        if where.uses_tags and tagstore.settings(self._conn) is None:
+            raise FilterError(
+                f"filter {str(where)!r}: this collection has no tags yet; "
+                "run `xmodal tag -c DIR --labels FILE` first"
+            )
+        sql, params = where.sql()
+        return sql, [to_db(p) if isinstance(p, str) else p for p in params]
+
+    # ----------------------------------------------------------------- tags and keywords
+    def tag_settings(self) -> str | None:
+        """Fingerprint of the settings the stored tags were made with (None: never tagged)."""
+        return tagstore.settings(self._conn)
+
+    def reset_tags(self, fingerprint: str) -> None:
+        """Drop every tag; the next tags are made with the settings ``fingerprint`` names."""
+        with self._transaction():
+            tagstore.reset(self._conn, fingerprint)
+
+    def put_tags(self, tags: dict[int, Sequence[tagstore.Tag]]) -> None:
+        """Store these items' tags (an empty list still marks the item as tagged)."""
+        with self._transaction():
+            tagstore.put(self._conn, tags)
+
+    def untagged_ids(self) -> list[int]:
+        return tagstore.untagged(self._conn)
+
+    def tags_for(self, ids: Iterable[int]) -> dict[int, tuple[tagstore.Tag, ...]]:
+        return tagstore.tags_for(self._conn, ids)
+
+    def keyword_search(self, text: str, k: int, where: Filter | None) -> list[tuple[int, float]]:
+        """``(id, -bm25)`` of the best keyword matches; see ``xmodal.index.keywords``."""
+        if not keywords.has_table(self._conn):
+            raise CollectionError(
+                "this collection was written before keyword search existed; run "
+                "`xmodal reindex -c DIR` once to build its keyword index"
+            )
+        sql = None if where is None or where.empty else self._where_sql(where)
+        return keywords.search(self._conn, text, k, sql)
+
+    def has_captions(self) -> bool:
+        return keywords.has_captions(self._conn)
 
     def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, list[int]]:
         """Ids per content hash for the given hashes; empty for catalogs without hashes."""

@@ -35,6 +35,7 @@ from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
 from xmodal.index.records import Record
+from xmodal.index.tagstore import Tag
 from xmodal.index.vectors import GenerationFiles, IndexBuilder, VectorStore
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,19 @@ class Collection(CollectionReader):
         catalog.put_ledger(entries)
         if run is not None:
             catalog.put_run(run)
+
+    @guarded
+    def put_tags(self, tags: Mapping[int, Sequence[Tag]], *, reset: str | None = None) -> None:
+        """Stage items' zero-shot tags; ``reset`` (a settings fingerprint) first drops all tags.
+
+        Tags of ids no longer in the catalog are ignored. Published by the next commit.
+        """
+        self._require_writable("tag items")
+        catalog = self._working_catalog()
+        if reset is not None:
+            catalog.reset_tags(reset)
+        present = catalog.get_records(tags)
+        catalog.put_tags({int(i): tuple(t) for i, t in tags.items() if int(i) in present})
 
     @guarded
     def commit(self) -> int:

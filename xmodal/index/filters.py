@@ -9,6 +9,7 @@ Grammar (one filter is one or more clauses, all of which must hold)::
              | "ext:" EXT ("," EXT)*             -- file extension, any case (jpg,png)
              | NUMERIC OP NUMBER                 -- size, width, height (bytes, pixels)
              | "mtime" OP (ISO-DATE | EPOCH)     -- modification time
+             | "tag:" LABEL                      -- tagged LABEL by ``xmodal tag`` (any case)
     OP      := ">=" | "<=" | "!=" | ">" | "<" | "="
 
 ``and`` is case-insensitive and needs spaces around it; a value holding spaces or the word
@@ -35,7 +36,7 @@ from xmodal.errors import FilterError
 
 NUMERIC_FIELDS = ("size", "width", "height", "mtime")
 _OPS = (">=", "<=", "!=", ">", "<", "=")
-_FIELDS = "path, ext, size, width, height, mtime"
+_FIELDS = "path, ext, size, width, height, mtime, tag"
 _AND = re.compile(r'\s+and\s+(?=(?:[^"]*"[^"]*")*[^"]*$)', re.IGNORECASE)
 _CLAUSE = re.compile(r"^\s*([A-Za-z_]+)\s*(\^=|>=|<=|!=|:|>|<|=)\s*(.*?)\s*$", re.DOTALL)
 _EXT = re.compile(r"^\.?[A-Za-z0-9]+$")
@@ -56,6 +57,8 @@ class Clause:
             return "(" + " OR ".join(["lower(path) GLOB ?"] * len(exts)) + ")", [
                 f"*.{e}" for e in exts
             ]
+        if self.field == "tag":
+            return "id IN (SELECT id FROM tags WHERE label = ? COLLATE NOCASE)", [self.value]
         if self.op == ":":
             return "path GLOB ?", [self.value]
         if self.op == "^=":
@@ -79,6 +82,11 @@ class Filter:
     @property
     def empty(self) -> bool:
         return not self.clauses
+
+    @property
+    def uses_tags(self) -> bool:
+        """True when a clause asks for a tag (the catalog then needs tags to answer)."""
+        return any(clause.field == "tag" for clause in self.clauses)
 
     def sql(self) -> tuple[str, list]:
         """``(where_sql, params)`` for ``SELECT id FROM items WHERE <where_sql>``."""
@@ -129,6 +137,10 @@ def _parse_clause(raw: str) -> Clause:
         if not all(_EXT.match(e) for e in exts):
             raise _bad(raw, "extensions are letters and digits separated by commas")
         return Clause("ext", ":", tuple(e.lstrip(".").lower() for e in exts))
+    if field == "tag":
+        if op != ":":
+            raise _bad(raw, 'tag takes a label after a colon, e.g. tag:dog or tag:"hot dog"')
+        return Clause("tag", ":", value)
     if field in NUMERIC_FIELDS:
         if op not in _OPS:
             raise _bad(raw, f"{field} is compared with one of {' '.join(_OPS)}")

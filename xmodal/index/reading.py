@@ -21,6 +21,7 @@ from xmodal.index.generations import CollectionInfo
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.records import Hit, Record
 from xmodal.index.subset import search_all, search_subset
+from xmodal.index.tagstore import Tag
 
 if TYPE_CHECKING:
     import threading
@@ -81,15 +82,50 @@ class CollectionReader:
         else:
             scores, ids = search_subset(self._store, queries, self._catalog.ids_where(where), k)
         records = self._catalog.get_records(ids[ids >= 0].tolist())
+        tags = self._catalog.tags_for(records)
         floor = -np.inf if min_score is None else float(min_score)
         return [
             [
-                Hit(int(i), float(s), records[int(i)])
+                Hit(int(i), float(s), records[int(i)], tags.get(int(i), ()))
                 for s, i in zip(row_scores, row_ids, strict=True)
                 if int(i) in records and s >= floor
             ]
             for row_scores, row_ids in zip(scores, ids, strict=True)
         ]
+
+    @guarded
+    def keyword_search(
+        self, text: str, k: int = 10, where: Filter | str | Sequence[str] | None = None
+    ) -> list[Hit]:
+        """The ``k`` best items whose caption or file name matches ``text``; score is -BM25.
+
+        Query syntax and tokenisation: ``xmodal.index.keywords``. Staged rows are searched too.
+        """
+        k = checks.check_k(k)
+        found = self._catalog.keyword_search(text, k, as_filter(where))
+        records = self._catalog.get_records(i for i, _ in found)
+        tags = self._catalog.tags_for(records)
+        return [Hit(i, s, records[i], tags.get(i, ())) for i, s in found if i in records]
+
+    @guarded
+    def has_captions(self) -> bool:
+        """True when some item has a caption (keyword search then looks beyond file names)."""
+        return self._catalog.has_captions()
+
+    @guarded
+    def tags_for(self, ids: Iterable[int] | np.ndarray) -> dict[int, tuple[Tag, ...]]:
+        """Zero-shot tags of the given ids, most probable first; untagged ids are left out."""
+        return self._catalog.tags_for(checks.check_ids(ids).tolist())
+
+    @guarded
+    def untagged_ids(self) -> list[int]:
+        """Ids not yet classified with the current tag settings (all, if never tagged)."""
+        return self._catalog.untagged_ids()
+
+    @guarded
+    def tag_settings(self) -> str | None:
+        """Fingerprint of the settings the stored tags were made with; None if never tagged."""
+        return self._catalog.tag_settings()
 
     @guarded
     def ids_for_paths(self, paths: Iterable[str | Path]) -> dict[str, int]:

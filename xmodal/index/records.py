@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from xmodal.index.tagstore import Tag
+
 
 @dataclass(frozen=True, slots=True)
 class Record:
@@ -20,8 +22,14 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result: the stable catalog id, the similarity score and the record."""
+    """One search result: the stable catalog id, the score, the record and its tags.
+
+    ``score`` is the cosine similarity in vector mode, -BM25 in keyword mode and the fused
+    reciprocal-rank score in hybrid mode (``xmodal.pipelines.hybrid``). ``tags`` are the item's
+    zero-shot tags (``xmodal tag``), most probable first; empty when it has none.
+    """
 
     id: int
     score: float
     record: Record
+    tags: tuple[Tag, ...] = ()

@@ -20,6 +20,7 @@ from xmodal.errors import XmodalError
 from xmodal.images import load_image
 from xmodal.index import Collection, Hit
 from xmodal.index.filters import Filter, as_filter
+from xmodal.pipelines import hybrid
 from xmodal.pipelines.sources import Span, locate
 
 ImageQuery = str | os.PathLike | bytes | Image.Image
@@ -98,11 +99,16 @@ class Retriever:
         k: int = 10,
         threshold: float | None = None,
         where: Filter | str | Sequence[str] | None = None,
+        mode: str = "vector",
+        keyword_weight: float = 0.5,
     ) -> list[Hit]:
         """The ``k`` best hits, best first; hits scoring below ``threshold`` are dropped.
 
         ``where`` restricts the search to matching items: a Filter, or filter text such as
         ``"ext:jpg and width>=1024"`` (grammar in ``xmodal.index.filters``), or a list of them.
+        ``mode`` is "vector" (embeddings), "keyword" (FTS5 over captions and file names) or
+        "hybrid" (both, fused by reciprocal rank with ``keyword_weight``; see
+        ``xmodal.pipelines.hybrid``).
         """
         return list(
             self.search_result(
@@ -113,6 +119,8 @@ class Retriever:
                 k=k,
                 threshold=threshold,
                 where=where,
+                mode=mode,
+                keyword_weight=keyword_weight,
             ).hits
         )
 
@@ -126,13 +134,35 @@ class Retriever:
         k: int = 10,
         threshold: float | None = None,
         where: Filter | str | Sequence[str] | None = None,
+        mode: str = "vector",
+        keyword_weight: float = 0.5,
     ) -> SearchResult:
         """As :meth:`search`, and when nothing is found, why: the threshold, the filter, or
         an empty collection, so every front end can say more than "no results"."""
         k = check_k(k)
+        mode = hybrid.check_mode(mode, keyword_weight)
         filter_ = as_filter(where)  # a bad filter fails before any encoding work
+        if mode != "vector":
+            words = hybrid.check_keyword_query(mode, text, image, negative, threshold)
+            if mode == "keyword":
+                found = hybrid.keyword_hits(self.collection, words, k, filter_)
+                why = None if found else f"No caption or file name matches {words!r}."
+                return SearchResult(tuple(found), why)
         query = self.query_vector(text, image, negative=negative, image_weight=image_weight)
-        hits = self.collection.search(query[None, :], k=k, where=filter_, min_score=threshold)[0]
+        if mode == "hybrid":
+            hits = hybrid.hybrid_hits(
+                self.collection,
+                query,
+                words,
+                k=k,
+                where=filter_,
+                threshold=threshold,
+                keyword_weight=keyword_weight,
+            )
+        else:
+            hits = self.collection.search(query[None, :], k=k, where=filter_, min_score=threshold)[
+                0
+            ]
         if hits:
             return SearchResult(tuple(hits))
         return SearchResult((), self._why_empty(query, threshold, filter_, where))

@@ -28,7 +28,7 @@ from xmodal.index.quantisation import (
     build_quantised,
     parse_quantisation,
 )
-from xmodal.pipelines.evaluation import indexes
+from xmodal.pipelines.evaluation import indexes, sparse
 from xmodal.pipelines.evaluation.embed import EmbeddedSet
 from xmodal.pipelines.evaluation.indexes import Search, timed_qps
 from xmodal.pipelines.evaluation.recall import (
@@ -54,6 +54,7 @@ class EvalConfig:
     projections: tuple[str, ...] = ()
     indexes: tuple[str, ...] = ("auto",)
     quantisations: tuple[str, ...] = ()
+    sparsities: tuple[str, ...] = ()  # "sparse:K": see evaluation.sparse
     rescore: int = 10
     memory_budget: int | None = None
     curves: bool = True
@@ -107,6 +108,7 @@ def evaluate(data: EmbeddedSet, config: EvalConfig = EvalConfig()) -> EvalReport
     """Every row of the table for ``data`` (specs are validated before any work)."""
     projections = [check_request(text, data.dim) for text in config.projections]
     quantisations = [parse_quantisation(text) for text in config.quantisations]
+    sparsities = [sparse.parse_sparse(text, data.dim) for text in config.sparsities]
     full = _Sides(data, None)
     truth = {d: _exact_top(q, g, VS_EXACT_K) for d, (q, g, _) in full.sides.items()}
     rows = [_exact_row(full, data.dim, config)]
@@ -118,6 +120,8 @@ def evaluate(data: EmbeddedSet, config: EvalConfig = EvalConfig()) -> EvalReport
         rows.append(_index_row(full, key, truth, config))
     for spec in quantisations:
         rows.extend(_quantisation_rows(full, spec, truth, config))
+    for k in sparsities:
+        rows.append(_sparse_row(full, k, truth, config))
     for row in rows:
         log.info(
             "%s: recall@10 %s",
@@ -196,6 +200,21 @@ def _quantisation_rows(
         dim = int(full.sides["text_to_image"][1].shape[1])
         rows.append(EvalRow("quantisation", label, dim, size, recall, vs_exact, speed, params))
     return rows
+
+
+def _sparse_row(full: _Sides, k: int, truth: dict[str, np.ndarray], config: EvalConfig) -> EvalRow:
+    """Gallery rows sparsified to ``k`` coordinates, dense queries, exact search."""
+    recall, vs_exact = {}, {}
+    for direction, (queries, gallery, pairing) in full.sides.items():
+        kept = sparse.sparsify(gallery, k)
+        recall[direction] = recall_at(exact_ranks(queries, kept, pairing), config.ks)
+        found = _exact_top(queries, kept, VS_EXACT_K)
+        vs_exact[direction] = tuning.recall_at_k(found, truth[direction])
+    dim = int(full.sides["text_to_image"][1].shape[1])
+    size = sparse.bytes_per_vector(k)
+    params = {"kept": k, "encoding": "fp16 values + uint16 indices"}
+    # No queries/s: the rows are searched densified, which says nothing of a sparse index.
+    return EvalRow("sparse", f"sparse:{k}", dim, size, recall, vs_exact, {}, params)
 
 
 def _quantised_search(index: QuantisedIndex, factor: int) -> Search:
