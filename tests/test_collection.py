@@ -122,6 +122,9 @@ def test_re_adding_a_path_replaces_it(built):
         assert 10 not in raw_ids and 2000 in raw_ids and len(raw_ids) == 2000
 
 
+SEGMENT_ROLES = ("index", "embeddings", "ids")
+
+
 def test_raw_embeddings_round_trip_and_memmap(built):
     directory, ids, vectors = built
     with Collection.open(directory) as col:
@@ -130,12 +133,12 @@ def test_raw_embeddings_round_trip_and_memmap(built):
     assert raw.dtype == np.float16 and isinstance(raw, np.memmap)
     np.testing.assert_array_equal(raw_ids, ids)
     np.testing.assert_allclose(raw.astype(np.float32), vectors, atol=1e-3)
-    loaded = np.load(directory / "embeddings.g000001.f16.npy", mmap_mode="r")
+    loaded = np.load(directory / "seg000001-0.embeddings.f16.npy", mmap_mode="r")
     assert isinstance(loaded, np.memmap) and loaded.shape == (2000, 64)
     assert isinstance(info, CollectionInfo) and info.bytes_on_disk > raw.nbytes
     assert (info.generation, info.count, info.dim, info.index_key) == (1, 2000, 64, "auto")
     assert (info.index_factory, info.search_params, info.recall_at_10) == ("Flat", {}, 1.0)
-    assert info.encoder_spec == SPEC and info.format_version == 1
+    assert info.encoder_spec == SPEC and info.format_version == 2
     assert info.created <= info.updated
 
 
@@ -143,13 +146,16 @@ def test_manifest_lists_files_with_checksums(built):
     directory, _, _ = built
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["checksum"] == "sha256" and manifest["next_id"] == 2000
-    names = sorted(entry["name"] for entry in manifest["files"].values())
+    (segment,) = manifest["segments"]
+    names = sorted([manifest["catalog"]["name"]] + [segment[r]["name"] for r in SEGMENT_ROLES])
     assert names == [
         "catalog.g000001.sqlite",
-        "embeddings.g000001.f16.npy",
-        "ids.g000001.npy",
-        "index.g000001.faiss",
+        "seg000001-0.embeddings.f16.npy",
+        "seg000001-0.ids.npy",
+        "seg000001-0.index.faiss",
     ]
+    assert all(len(segment[r]["sha256"]) == 64 for r in SEGMENT_ROLES)
+    assert (segment["count"], segment["deleted"], segment["deletes"]) == (2000, 0, None)
     on_disk = sorted(p.name for p in directory.iterdir())
     assert on_disk == sorted([*names, "lock", "manifest.json"])
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from xmodal.index import Collection, Record
+from xmodal.index import manifest as mf
 
 CHILD = textwrap.dedent(
     """
@@ -62,8 +63,8 @@ CHILD = textwrap.dedent(
 
 # (name, dim, base rows, added rows, projection, phase, files the cut must reach)
 SCENARIOS = {
-    # vector files of a commit, written smallest first: projection, ids, embeddings, index
-    "vectors": (16, 300, 300, "pca:8", "commit", {"projection", "ids", "embeddings", "index"}),
+    # vector files of a commit that refits the projection (count > 2x its fit), smallest first
+    "vectors": (16, 300, 301, "pca:8", "commit", {"projection", "ids", "embeddings", "index"}),
     # a tiny collection, whose manifest is the largest file the commit writes
     "manifest": (8, 6, 2, "none", "commit", {"manifest"}),
     # the catalog working copy, made and grown while adding
@@ -90,8 +91,12 @@ def written_sizes(base: Path, probe: Path, phase: str, dim: int, n: int) -> dict
     shutil.copytree(base, probe)
     [outcome] = run_child(probe, phase, dim, n, [-1])  # -1: RLIM_INFINITY
     assert outcome["committed"] == 2, outcome
-    manifest = json.loads((probe / "manifest.json").read_text())
-    sizes = {role: entry["size"] for role, entry in manifest["files"].items()}
+    manifest = mf.read_manifest(probe)
+    sizes = {
+        role_of(entry.name): entry.size
+        for entry in manifest.files()
+        if mf.generation_of(entry.name) == manifest.generation
+    }
     if phase == "commit":  # the catalog was written while adding, the commit only renames it
         del sizes["catalog"]
     return sizes | {"manifest": (probe / "manifest.json").stat().st_size}
@@ -101,8 +106,13 @@ def victim(message: str) -> str:
     """The role of the file a 'could not write' message names."""
     match = re.search(r"could not write (?:the catalog working copy )?(\S+?): ", message)
     assert match, message
-    name = Path(match.group(1)).name.removeprefix(".tmp.")
-    return name.split(".")[0]
+    return role_of(Path(match.group(1)).name.removeprefix(".tmp."))
+
+
+def role_of(name: str) -> str:
+    """catalog, projection, manifest, or a segment file's role (ids, embeddings, index)."""
+    parts = name.split(".")
+    return parts[1] if parts[0].startswith("seg") else parts[0]
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

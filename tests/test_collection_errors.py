@@ -47,9 +47,11 @@ def test_manifest_removed_from_built_collection(built):
 
 def test_truncated_index_is_corrupt(built):
     directory, _, _ = built
-    path = directory / "index.g000001.faiss"
+    path = directory / "seg000001-0.index.faiss"
     os.truncate(path, path.stat().st_size // 2)
-    with pytest.raises(CollectionCorruptError, match=r"index\.g000001\.faiss is damaged: .*bytes"):
+    with pytest.raises(
+        CollectionCorruptError, match=r"seg000001-0\.index\.faiss is damaged: .*bytes"
+    ):
         Collection.open(directory)
 
 
@@ -74,9 +76,8 @@ def test_catalog_of_another_collection_with_a_fixed_checksum_is_corrupt(tmp_path
             col.commit()
     catalog = tmp_path / "big" / "catalog.g000001.sqlite"
     catalog.write_bytes((tmp_path / "small" / "catalog.g000001.sqlite").read_bytes())
-    manifest = json.loads((tmp_path / "big" / "manifest.json").read_text())
-    manifest["files"]["catalog"] = mf.describe_file(catalog)
-    mf.write_manifest(tmp_path / "big", manifest)
+    manifest = mf.read_manifest(tmp_path / "big")
+    mf.write_manifest(tmp_path / "big", manifest.replace(catalog=mf.FileEntry.of(catalog)))
     message = (
         f"collection {tmp_path / 'big'} is damaged: the manifest counts 60 items and the index "
         f"holds 60, but the catalog {catalog} has 20 rows; restore the directory from a backup "
@@ -89,8 +90,8 @@ def test_catalog_of_another_collection_with_a_fixed_checksum_is_corrupt(tmp_path
 
 def test_missing_data_file_is_corrupt(built):
     directory, _, _ = built
-    (directory / "ids.g000001.npy").unlink()
-    with pytest.raises(CollectionCorruptError, match=r"ids\.g000001\.npy .*missing"):
+    (directory / "seg000001-0.ids.npy").unlink()
+    with pytest.raises(CollectionCorruptError, match=r"seg000001-0\.ids\.npy .*missing"):
         Collection.open(directory)
 
 
@@ -221,11 +222,11 @@ def test_overwrite_replaces_and_keeps_ids_fresh(built):
         assert col.count == 0 and col.generation == 2
         assert col.add(unit_rows(1, 64), records(1)).tolist() == [2000]
         col.commit()
-    assert sorted(p.name for p in directory.iterdir() if "g00000" in p.name) == [
+    assert sorted(p.name for p in directory.iterdir() if "00000" in p.name) == [
         "catalog.g000003.sqlite",
-        "embeddings.g000003.f16.npy",
-        "ids.g000003.npy",
-        "index.g000003.faiss",
+        "seg000003-0.embeddings.f16.npy",
+        "seg000003-0.ids.npy",
+        "seg000003-0.index.faiss",
     ]
     with Collection.open(directory) as col:
         assert col.encoder_spec["model_id"] == "m2" and col.count == 1

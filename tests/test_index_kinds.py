@@ -120,12 +120,12 @@ def test_durable_write_leaves_no_temp_on_failure(tmp_path):
 def test_verify_files_reports_size_and_checksum(tmp_path):
     path = tmp_path / "ids.g000001.npy"
     path.write_bytes(b"0123456789")
-    entry = mf.describe_file(path)
-    assert entry["size"] == 10 and len(entry["sha256"]) == 64
-    mf.verify_files(tmp_path, {"ids": entry})
+    entry = mf.FileEntry.of(path)
+    assert entry.size == 10 and len(entry.sha256) == 64
+    mf.verify_files(tmp_path, [entry])
     path.write_bytes(b"0123456780")
     with pytest.raises(CollectionCorruptError, match=r"ids\.g000001\.npy is damaged: its sha256"):
-        mf.verify_files(tmp_path, {"ids": entry})
+        mf.verify_files(tmp_path, [entry])
 
 
 def test_manifest_lacking_fields_is_corrupt(tmp_path):

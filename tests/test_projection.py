@@ -175,7 +175,7 @@ def brute(rows: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.
 
 def stored_projection(directory: Path) -> Projection:
     manifest = json.loads((directory / "manifest.json").read_text())
-    return Projection.load(directory / manifest["files"]["projection"]["name"])
+    return Projection.load(directory / manifest["projection_file"]["name"])
 
 
 def hit_ids(col: Collection, queries: np.ndarray, k: int, where: str | None = None) -> np.ndarray:
@@ -193,7 +193,8 @@ def test_projected_collection_searches_in_the_projected_space(tmp_path: Path) ->
         assert (info.projection_in_dim, info.projection_out_dim) == (64, 16)
         assert info.projection_explained_variance > 0.95
         assert info.projection_recall_at_10 >= 0.85 and info.projection_sample_queries == 1000
-        index_name = json.loads((directory / "manifest.json").read_text())["files"]["index"]
+        (segment,) = json.loads((directory / "manifest.json").read_text())["segments"]
+        index_name = segment["index"]
         assert faiss.read_index(str(directory / index_name["name"])).d == 16
 
         projection = stored_projection(directory)
@@ -243,7 +244,7 @@ def test_reindex_without_projection_restores_full_dimension(tmp_path: Path) -> N
         assert info.projection == "none" and info.projection_out_dim is None
         np.testing.assert_array_equal(hit_ids(col, queries, 10), brute(rows, ids, queries, 10))
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert "projection" not in manifest["files"]
+    assert manifest["projection_file"] is None
     assert not list(directory.glob("projection.*"))  # the old generation's file was swept
 
 
@@ -253,7 +254,7 @@ def test_truncated_projection_file_is_refused_by_checksum(tmp_path: Path) -> Non
         col.add(clustered(300, seed=30), records(300))
         col.commit()
     manifest = json.loads((directory / "manifest.json").read_text())
-    entry = manifest["files"]["projection"]
+    entry = manifest["projection_file"]
     assert entry["name"] == "projection.g000001.npz" and len(entry["sha256"]) == 64
     path = directory / entry["name"]
     path.write_bytes(path.read_bytes()[:-10])

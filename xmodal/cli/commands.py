@@ -15,6 +15,7 @@ from xmodal.cli.arguments import DEFAULT_MODEL, source_policy
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
     from xmodal.index import Collection
+    from xmodal.index.generations import CollectionInfo
     from xmodal.index.ledger import RunRecord
     from xmodal.pipelines.indexing import IndexReport
     from xmodal.pipelines.search import Retriever
@@ -225,34 +226,58 @@ def cmd_info(args: argparse.Namespace) -> int:
     with Collection.open(args.collection) as collection:
         info = collection.info()
         last = collection.last_run()
-    data = dataclasses.asdict(info)
-    data["last_run"] = dataclasses.asdict(last) if last is not None else None
     if args.json:
+        data = dataclasses.asdict(info)
+        data["last_run"] = dataclasses.asdict(last) if last is not None else None
         print(json.dumps(data, indent=2, default=str))
         return 0
-    spec = data.get("encoder_spec") or {}
-    print(f"collection  {data.get('directory')}")
+    spec = info.encoder_spec
+    print(f"collection  {info.directory}")
     revision = str(spec.get("revision"))[:12]
     print(f"model       {spec.get('model_id')} @ {revision} (dim {spec.get('dim')})")
-    print(f"items       {data.get('count')}")
-    print(f"index       {data.get('index_key')}")
-    if data.get("index_factory") and data.get("index_factory") != data.get("index_key"):
-        print(f"factory     {data.get('index_factory')}")
-    if data.get("search_params"):
-        params = ", ".join(f"{k}={v}" for k, v in data["search_params"].items())
+    print(f"items       {info.count}")
+    print(f"index       {info.index_key}")
+    if info.index_factory and info.index_factory != info.index_key:
+        print(f"factory     {info.index_factory}")
+    if info.search_params:
+        params = ", ".join(f"{k}={v}" for k, v in info.search_params.items())
         print(f"search      {params}")
-    if data.get("recall_at_10") is not None:
-        sample = data.get("tuning_sample_size") or 0
+    if info.recall_at_10 is not None:
+        sample = info.tuning_sample_size or 0
         how = f"measured on {sample} sample queries" if sample else "exact search"
-        print(f"recall@10   {data['recall_at_10']:.3f} ({how})")
-    if data.get("projection", "none") != "none":
-        print(f"projection  {_projection_line(data)}")
-    if data.get("index_bytes") is not None:
-        print(f"index size  {data['index_bytes']} bytes")
-    print(f"generation  {data.get('generation')}")
+        print(f"recall@10   {info.recall_at_10:.3f} ({how})")
+    if info.projection != "none":
+        print(f"projection  {_projection_line(info)}")
+    if info.index_bytes is not None:
+        print(f"index size  {info.index_bytes} bytes")
+    print(f"segments    {_segments_line(info)}")
+    print(f"generation  {info.generation}")
     if last is not None:
         print(f"last run    {_run_line(last)}")
     return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from xmodal.index import Collection
+
+    with Collection.open(args.collection, writable=True) as collection:
+        before = collection.generation
+        generation = collection.compact(full=args.full)
+        info = collection.info()
+    done = "compacted" if generation != before else "nothing to compact"
+    print(f"{done}: segments {_segments_line(info)}, generation {generation}")
+    return 0
+
+
+def _segments_line(info: CollectionInfo) -> str:
+    """E.g. '3 (120000 + 20480 + 2048 rows; 17 deleted rows awaiting a merge)'."""
+    sizes = " + ".join(str(size) for size in info.segment_sizes[:8])
+    if len(info.segment_sizes) > 8:
+        sizes += f" + ... ({len(info.segment_sizes) - 8} more)"
+    text = f"{info.segments}" + (f" ({sizes} rows" if sizes else "")
+    if info.deleted_rows:
+        text += f"; {info.deleted_rows} deleted rows awaiting a merge"
+    return text + (")" if sizes else "")
 
 
 def _run_line(run: RunRecord) -> str:
@@ -265,18 +290,18 @@ def _run_line(run: RunRecord) -> str:
     return f"{run.id}, {state}: seen {c.get('seen', 0)} = {counts}"
 
 
-def _projection_line(data: dict) -> str:
+def _projection_line(info: CollectionInfo) -> str:
     """E.g. 'pca:128 (512 -> 128 dims, 91.2% of variance, recall@10 0.934 on 1000 queries)'."""
-    if data.get("projection_out_dim") is None:
-        return f"{data['projection']} (not fitted yet: commit items first)"
-    parts = [f"{data['projection_in_dim']} -> {data['projection_out_dim']} dims"]
-    parts.append(f"{100 * data['projection_explained_variance']:.1f}% of variance")
-    if data.get("projection_whiten"):
+    if info.projection_out_dim is None:
+        return f"{info.projection} (not fitted yet: commit items first)"
+    parts = [f"{info.projection_in_dim} -> {info.projection_out_dim} dims"]
+    parts.append(f"{100 * (info.projection_explained_variance or 0.0):.1f}% of variance")
+    if info.projection_whiten:
         parts.append("whitened")
-    if data.get("projection_recall_at_10") is not None:
-        recall, sample = data["projection_recall_at_10"], data.get("projection_sample_queries")
+    if info.projection_recall_at_10 is not None:
+        recall, sample = info.projection_recall_at_10, info.projection_sample_queries
         parts.append(f"recall@10 {recall:.3f} vs full dim on {sample} queries")
-    return f"{data['projection']} ({', '.join(parts)})"
+    return f"{info.projection} ({', '.join(parts)})"
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

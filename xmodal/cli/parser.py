@@ -8,6 +8,7 @@ from pathlib import Path
 from xmodal.cli import curation, embed, eval, probe, tagging
 from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
 from xmodal.cli.commands import (
+    cmd_compact,
     cmd_demo,
     cmd_index,
     cmd_info,
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _search_parser(sub)
     _serve_parser(sub)
     _info_parser(sub)
+    _compact_parser(sub)
     _demo_parser(sub)
     embed.add_parser(sub)
     probe.add_parser(sub)
@@ -205,6 +207,13 @@ def _info_parser(sub: argparse._SubParsersAction) -> None:
     _collection_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info, exit_at_once=True)
+
+
+def _compact_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compact", help="merge a collection's segments (fewer, larger segments)")
+    _collection_arg(p)
+    p.add_argument("--full", action="store_true", help="merge everything into one segment")
+    p.set_defaults(run=cmd_compact)
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,115 +1,86 @@
-"""Commit-time index management: resolve the collection's key, then tune and describe the index.
+"""Commit-time index management: choose, fill and tune the index of each new segment.
 
 A collection's ``index_key`` is either a literal FAISS factory string or a managed key ("auto",
-"flat", "hnsw", "ivf-flat", "ivf-pq") that ``choice.resolve`` turns into a factory string at every
-commit, from the committed count, the dimension and the memory budget. The vector store rebuilds
-its index from the stored raw embeddings when the factory string changes.
-
-Tuning runs when the factory string changed, when nothing was tuned yet, or when the count moved by
-more than RETUNE_DRIFT since the last tuning; otherwise the recorded parameters are re-applied.
-Under "auto", an ANN index that is not faster than exact search is replaced by Flat
-(``xmodal.index.speed``); ``exact_preferred`` remembers that until the count drifts again, so
-later commits do not rebuild and re-measure the same ANN index.
-The manifest fields written here are all optional (format_version stays 1): manifests without them
-open as before, their ``index_key`` being the factory string.
+"flat", "hnsw", "ivf-flat", "ivf-pq") that ``choice.resolve`` turns into a factory string for each
+segment a commit writes, from the segment's row count, the dimension and the memory budget: the
+small segments every commit flushes are Flat (exact) under "auto", a merged segment large enough
+gets an ANN index. Segments are immutable, so each is tuned once, when it is written: an ANN index
+is tuned to TARGET_RECALL, and under "auto" one that is not faster than exact search is replaced
+by Flat (``xmodal.index.speed``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import faiss
 import numpy as np
 
-from xmodal.index import choice, faiss_index, speed, tuning
-from xmodal.index.vectors import GenerationFiles
+from xmodal.index import choice, speed, tuning
+from xmodal.index.segments import IndexBuilder, build_index
 
 log = logging.getLogger(__name__)
 
 TUNING_K = 10
 TARGET_RECALL = 0.95
-RETUNE_DRIFT = 0.1
 
 
-def initial_fields(index_key: str, memory_budget: int | None) -> dict[str, Any]:
-    """Manifest fields of an empty collection: managed keys start exact, as Flat."""
-    factory = "Flat" if choice.is_managed(index_key) else index_key
-    return {
-        "index_key": index_key,
-        "memory_budget": memory_budget,
-        "index_factory": factory,
-        "index_kind": choice.kind_of(factory),
-        "search_params": {},
-    }
+@dataclass(frozen=True)
+class IndexSettings:
+    """What the collection asks of its indexes (the manifest's index_key and memory budget)."""
+
+    index_key: str
+    memory_budget: int | None = None
 
 
-def factory_of(manifest: dict[str, Any]) -> str:
-    """The factory string the committed index was built with (old manifests: the key itself)."""
-    return str(manifest.get("index_factory") or manifest["index_key"])
+@dataclass(frozen=True)
+class SegmentIndex:
+    """A filled, tuned segment index and what the manifest records about it."""
+
+    index: faiss.IndexIDMap2
+    factory: str
+    kind: str
+    reason: str
+    search_params: dict[str, Any] = field(default_factory=dict)
+    tuning: dict[str, Any] | None = None
 
 
-def resolve(manifest: dict[str, Any], count: int, dim: int | None) -> choice.IndexChoice:
-    """The index the next generation should have, for ``count`` live rows of ``dim``."""
-    key = str(manifest["index_key"])
+def resolve(settings: IndexSettings, count: int, dim: int) -> choice.IndexChoice:
+    """The index a segment of ``count`` rows of ``dim`` should have."""
+    key = settings.index_key
     if not choice.is_managed(key):
-        return choice.resolve(key, count, dim or 1, None)
-    if dim is None:  # nothing added yet: keep what the empty collection was made with
-        factory = factory_of(manifest)
-        return choice.IndexChoice(factory, choice.kind_of(factory), 0, "empty collection")
-    budget = manifest.get("memory_budget") or choice.default_memory_budget()
-    picked = choice.resolve(key, count, dim, budget)
-    kept = manifest.get("exact_preferred") or {}
-    recent = _drift(count, kept.get("count")) <= RETUNE_DRIFT  # measured lately: not faster
-    if key == choice.AUTO and kept.get("factory") == picked.factory and recent:
-        return choice.IndexChoice("Flat", "flat", choice.flat_bytes(count, dim), kept["reason"])
-    return picked
+        return choice.resolve(key, count, dim, None)
+    budget = settings.memory_budget or choice.default_memory_budget()
+    return choice.resolve(key, count, dim, budget)
 
 
 def check_factory(dim: int, factory: str) -> None:
     """Raise CollectionError (saying what to use instead) unless FAISS can build ``factory``."""
+    from xmodal.index import faiss_index
+
     faiss_index.new_index(dim, factory)
 
 
-def tuned_fields(
-    index: faiss.Index,
-    picked: choice.IndexChoice,
-    files: GenerationFiles,
-    previous: dict[str, Any],
-    *,
-    project: Callable[[np.ndarray], np.ndarray] | None = None,
-    retune: bool = False,
-) -> dict[str, Any]:
-    """Tune ``index`` (or re-apply the recorded params) and return the manifest fields.
-
-    ``project`` maps the stored raw rows into the index's space (a projection); ``retune``
-    forces tuning (the projection changed, so the recorded parameters no longer apply). Under
-    "auto", a tuned ANN index that is not faster than exact search (``xmodal.index.speed``)
-    gives way to Flat: the fields then name Flat and the caller rebuilds the index as Flat.
-    """
-    count = int(index.ntotal)
-    last = previous.get("tuning") or {}
-    same = factory_of(previous) == picked.factory and "tuning" in previous and not retune
-    if same and _drift(count, last.get("count")) <= RETUNE_DRIFT:
-        params = dict(previous.get("search_params") or {})
-        tuning.apply_params(index, params)
-        return _fields(picked, params, dict(last), files)
-    ids = np.load(files.ids, allow_pickle=False)
-    vectors = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
-    if project is not None:
-        vectors = project(vectors)
-    result = tuning.tune_search(index, vectors, ids, target_recall=TARGET_RECALL, k=TUNING_K)
-    reason = _exact_reason(index, picked, previous, result, vectors)
+def segment_index(
+    settings: IndexSettings, ids: np.ndarray, rows: np.ndarray, builder: IndexBuilder | None
+) -> SegmentIndex:
+    """Choose, fill and tune the index over ``rows`` (float32, index space) labelled ``ids``."""
+    dim = rows.shape[1]
+    picked = resolve(settings, len(ids), dim)
+    index = build_index(dim, picked.factory, ids, rows, builder)
+    if picked.factory == "Flat" or tuning.tunable_parameter(index) is None:
+        return SegmentIndex(index, picked.factory, picked.kind, picked.reason)
+    result = tuning.tune_search(index, rows, ids, target_recall=TARGET_RECALL, k=TUNING_K)
+    reason = _exact_reason(index, picked, settings, result, rows)
     if reason is not None:
         log.info("keeping exact search instead of %s: %s", picked.factory, reason)
-        flat = choice.IndexChoice("Flat", "flat", choice.flat_bytes(count, index.d), reason)
-        exact = _record(tuning.TuningResult(k=TUNING_K), count)
-        kept = {"factory": picked.factory, "count": count, "reason": reason}
-        return _fields(flat, {}, exact, files) | {"exact_preferred": kept}
-    if (
-        not result.reached_target
-    ):  # only now: a warning about an index that is then dropped misleads
+        flat = build_index(dim, "Flat", ids, rows, None)
+        return SegmentIndex(
+            flat, "Flat", "flat", reason, {}, _record(tuning.TuningResult(k=TUNING_K), len(ids))
+        )
+    if not result.reached_target:  # only now: a warning about an index then dropped misleads
         log.warning(
             "%s could not reach recall@%d %.2f; best %.3f at %s",
             picked.factory,
@@ -118,24 +89,26 @@ def tuned_fields(
             result.recall,
             result.params,
         )
-    log.info("tuned %s over %d vectors: %s recall@10 %.3f", picked.factory, count,
+    log.info("tuned %s over %d vectors: %s recall@10 %.3f", picked.factory, len(ids),
              result.params, result.recall)  # fmt: skip
-    fields = _fields(picked, dict(result.params), _record(result, count), files)
-    return fields | {"exact_preferred": None}
+    record = _record(result, len(ids))
+    return SegmentIndex(
+        index, picked.factory, picked.kind, picked.reason, dict(result.params), record
+    )
 
 
 def _exact_reason(
     index: faiss.Index,
     picked: choice.IndexChoice,
-    manifest: dict[str, Any],
+    settings: IndexSettings,
     result: tuning.TuningResult,
     vectors: np.ndarray,
 ) -> str | None:
     """Measure (only where it can matter) and decide whether exact search should win."""
     count, dim = int(index.ntotal), int(index.d)
-    budget = manifest.get("memory_budget") or choice.default_memory_budget()
+    budget = settings.memory_budget or choice.default_memory_budget()
     decide = {
-        "auto": manifest.get("index_key") == choice.AUTO,
+        "auto": settings.index_key == choice.AUTO,
         "factory": picked.factory,
         "flat_fits": choice.flat_bytes(count, dim) <= budget,
         "reached_target": result.reached_target,
@@ -161,22 +134,3 @@ def _record(result: tuning.TuningResult, count: int) -> dict[str, Any]:
         "reached_target": result.reached_target,
         "count": count,
     }
-
-
-def _fields(
-    picked: choice.IndexChoice, params: dict, record: dict, files: GenerationFiles
-) -> dict[str, Any]:
-    return {
-        "index_factory": picked.factory,
-        "index_kind": picked.kind,
-        "index_reason": picked.reason,
-        "search_params": params,
-        "tuning": record,
-        "index_bytes": files.index.stat().st_size,
-    }
-
-
-def _drift(count: int, last: int | None) -> float:
-    """Relative change of the row count since ``last`` (a missing record counts as 0)."""
-    last = int(last or 0)
-    return abs(count - last) / max(last, 1)

@@ -26,7 +26,7 @@ from xmodal.index.projection import (
     fit_pca,
     parse_projection,
 )
-from xmodal.index.vectors import GenerationFiles, VectorStore
+from xmodal.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +36,9 @@ RECALL_SAMPLE = 1000
 RECALL_DRIFT = 0.1
 
 
-def spec_of(manifest: dict[str, Any]) -> ProjectionSpec:
-    """The requested projection of a manifest (old manifests: none)."""
-    return parse_projection(str(manifest.get("projection") or "none"))
+def spec_of(text: str | None) -> ProjectionSpec:
+    """The requested projection (old manifests: none)."""
+    return parse_projection(str(text or "none"))
 
 
 def check_request(text: str, dim: int | None) -> ProjectionSpec:
@@ -52,14 +52,17 @@ def check_request(text: str, dim: int | None) -> ProjectionSpec:
     return spec
 
 
-def plan(manifest: dict[str, Any], store: VectorStore) -> Projection | None:
-    """The projection the next generation should have (the store's own when it still fits)."""
-    spec = spec_of(manifest)
+def plan(requested: str, fit: dict[str, Any] | None, store: VectorStore) -> Projection | None:
+    """The projection the next generation should have (the store's own when it still fits).
+
+    ``fit`` is the manifest's record of the current projection (None: none fitted yet).
+    """
+    spec = spec_of(requested)
     if spec.kind == "none":
         return None
     if store.dim is None or store.count == 0:
         return store.projection  # nothing to fit on yet
-    fit = manifest.get("projection_fit") or {}
+    fit = fit or {}
     current = store.projection
     grown = store.count > REFIT_GROWTH * int(fit.get("fit_count") or 0)
     if current is not None and fit.get("spec") == str(spec) and not grown:
@@ -68,19 +71,20 @@ def plan(manifest: dict[str, Any], store: VectorStore) -> Projection | None:
     return fit_pca(raw, spec)
 
 
-def fields(
+def fit_record(
     projection: Projection | None,
-    manifest: dict[str, Any],
-    files: GenerationFiles,
+    requested: str,
+    last_fit: dict[str, Any] | None,
+    store: VectorStore,
     *,
     refitted: bool,
-) -> dict[str, Any]:
-    """Manifest fields describing ``projection`` in the generation of ``files``."""
-    spec = spec_of(manifest)
+) -> dict[str, Any] | None:
+    """The manifest's record of ``projection`` over the live rows of ``store`` (None: none)."""
+    spec = spec_of(requested)
     if projection is None:
-        return {"projection": str(spec), "projection_fit": None}
-    ids = np.load(files.ids, allow_pickle=False)
-    last = manifest.get("projection_fit") or {}
+        return None
+    ids, raw = store.raw_embeddings()
+    last = last_fit or {}
     record = dict(last) if not refitted else {"fit_count": len(ids)}
     record |= {
         "spec": str(spec),
@@ -92,11 +96,10 @@ def fields(
     }
     measured = int(last.get("recall_count") or 0)
     if refitted or "recall_at_10" not in last or abs(len(ids) - measured) > RECALL_DRIFT * measured:
-        raw = np.load(files.embeddings, mmap_mode="r", allow_pickle=False)
         recall, sample = projected_recall(projection, raw, ids)
         record |= {"recall_at_10": recall, "recall_sample_size": sample, "recall_count": len(ids)}
         log.info("projection %s: %d -> %d dims, recall@10 %.3f", spec, *_dims(projection), recall)
-    return {"projection": str(spec), "projection_fit": record}
+    return record
 
 
 def projected_recall(

@@ -17,6 +17,7 @@ index and the catalog and the row gets a new id. Ids are never reused within a d
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,17 +27,18 @@ from typing import Any
 import numpy as np
 
 from xmodal.errors import CollectionError
-from xmodal.index import autoindex, autoproject, checks
+from xmodal.index import autoindex, autoproject, checks, committing, merging
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
-from xmodal.index.durable import write_failed
+from xmodal.index.durable import durable_write, write_failed
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
 from xmodal.index.records import Record
+from xmodal.index.segments import IndexBuilder, LoadedSegment
 from xmodal.index.tagstore import Tag
-from xmodal.index.vectors import GenerationFiles, IndexBuilder, VectorStore
+from xmodal.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class Collection(CollectionReader):
     def __init__(
         self,
         directory: Path,
-        manifest: dict,
+        manifest: mf.Manifest,
         catalog: Catalog,
         store: VectorStore,
         lock: WriterLock | None = None,
@@ -57,7 +59,7 @@ class Collection(CollectionReader):
         self._catalog = catalog
         self._store = store
         self._lock: WriterLock | None = lock
-        self._next_id = int(manifest["next_id"])
+        self._next_id = manifest.next_id
         self._index_request: dict[str, Any] | None = None  # set_index, applied at commit
         self._mutex = threading.RLock()
         self._closed = False
@@ -76,26 +78,27 @@ class Collection(CollectionReader):
     ) -> Collection:
         """Make ``directory`` an empty collection and return a writable handle holding the lock.
 
-        ``index_key`` is "auto" (chosen at every commit from count, dim and ``memory_budget``
-        bytes, default half the RAM; see ``xmodal.index.choice``), an alias ("flat", "hnsw",
-        "ivf-flat", "ivf-pq": that family, sized at commit) or a literal FAISS factory string.
-        ``projection`` is "none", "pca:N" or "pca:F" (share of variance), optionally ":whiten".
+        ``index_key`` is "auto" (chosen for every segment from its size, dim and
+        ``memory_budget`` bytes, default half the RAM; see ``xmodal.index.choice``), an alias
+        ("flat", "hnsw", "ivf-flat", "ivf-pq": that family, sized per segment) or a literal FAISS
+        factory string. ``projection`` is "none", "pca:N" or "pca:F" (share of variance),
+        optionally ":whiten".
         """
         directory = Path(directory)
         autoindex.choice.check_index_key(index_key)
         spec = checks.clean_spec(encoder_spec)
         wanted = str(autoproject.check_request(projection, spec.get("dim")))
+        if spec.get("dim") is not None and not autoindex.choice.is_managed(index_key):
+            autoindex.check_factory(int(spec["dim"]), index_key)
         gens.check_target(directory, overwrite)
         directory.mkdir(parents=True, exist_ok=True)
         lock = WriterLock(directory, directory / mf.LOCK_NAME)
         lock.acquire()
         try:
-            fields = autoindex.initial_fields(index_key, memory_budget)
-            store = VectorStore(spec.get("dim"), fields["index_factory"])  # checks the key
-            manifest = gens.first_manifest(directory, spec, index_key) | fields
-            manifest["projection"] = wanted
+            manifest = gens.first_manifest(directory, spec, index_key, memory_budget, wanted)
             mf.write_manifest(directory, manifest)
             gens.sweep(directory, manifest)
+            store = VectorStore(spec.get("dim"))
             return cls(directory, manifest, Catalog.open_committed(None), store, lock)
         except BaseException:
             lock.release()
@@ -173,32 +176,60 @@ class Collection(CollectionReader):
 
     @guarded
     def commit(self) -> int:
-        """Publish staged changes as a new generation; a no-op returning the current one if none."""
+        """Publish staged changes as a new generation; a no-op returning the current one if none.
+
+        Writes only the new segment, new tombstone files, merged segments (``merging``) and the
+        catalog; a refitted projection or a new index key rewrites every row (a reindex).
+        """
         self._require_writable("commit")
-        if self._catalog.editable and not self._store.dirty and not self._index_request:
-            return self._commit_catalog()
+        return self._commit(merging.plan_merges)
+
+    @guarded
+    def compact(self, *, full: bool = False) -> int:
+        """Merge segments now: each size tier into one, or everything into one (``full``).
+
+        Also publishes any staged changes; returns the generation (unchanged if nothing to do).
+        """
+        self._require_writable("compact")
+        planner = functools.partial(merging.plan_compaction, full=full)
+        return self._commit(planner, force=True)
+
+    def _commit(self, planner: committing.Planner, *, force: bool = False) -> int:
+        sizes = [segment.live for segment in self._store.segments]
+        mergeable = force and bool(planner(sizes))
+        if not self._store.dirty and not self._index_request and not mergeable:
+            if self._catalog.editable:
+                return self._commit_catalog()
+            return self.generation
         previous = self._store.projection
+        generation = self.generation + 1
         try:
-            self._store.use_projection(autoproject.plan(self._requested(), self._store))
-            picked = self._plan_index()
-            if not self._store.dirty and (not self._index_request or self._store.index is None):
-                self._discard_working_catalog()
-                return self.generation
+            requested = self._requested()
+            projection = autoproject.plan(requested["projection"], self._fit(), self._store)
+            reindex = projection is not previous or self._index_request is not None
+            self._store.projection = projection
             if self._catalog.count() != self._store.count:
                 raise CollectionError(
                     f"internal error: catalog has {self._catalog.count()} rows but the index "
                     f"{self._store.count}; nothing was committed, please report this"
                 )
             self._working_catalog()  # an index-only change publishes an unchanged catalog copy
-            generation = self.generation + 1
-            files = self._store.write_generation(self._dir, generation)  # failing here is harmless
+            settings = autoindex.IndexSettings(requested["index_key"], requested["memory_budget"])
+            # Written smallest first, so that a size limit is met by the file that exceeds it.
+            projection_file = self._write_projection(generation, projection, reindex)
+            segments = committing.write_vectors(
+                self._dir, generation, self._store, settings, reindex=reindex, planner=planner
+            )
+            fit = autoproject.fit_record(
+                projection, requested["projection"], self._fit(), self._store,
+                refitted=projection is not previous,
+            )  # fmt: skip
         except BaseException:
-            self._store.revert_projection(previous)
-            gens.discard(self._dir, generation=self.generation + 1)
+            self._store.projection = previous
+            gens.discard(self._dir, generation=generation)
             raise
-        refitted = self._store.projection is not previous
         try:
-            self._publish(generation, files, picked, refitted=refitted)
+            self._publish(generation, segments, projection_file, fit, requested)
         except BaseException:
             self._abandon(generation)
             raise
@@ -206,8 +237,22 @@ class Collection(CollectionReader):
             gens.sweep(self._dir, self._manifest)
         except OSError as exc:  # leftovers are swept again by the next writer
             log.warning("could not delete old generation files in %s: %s", self._dir, exc)
-        log.info("committed %s generation %d (%d items)", self._dir, generation, self.count)
+        log.info("committed %s generation %d (%d items, %d segments)", self._dir, generation,
+                 self.count, len(segments))  # fmt: skip
         return generation
+
+    def _fit(self) -> dict[str, Any] | None:
+        return self._manifest.projection_fit
+
+    def _write_projection(
+        self, generation: int, projection: Any, reindex: bool
+    ) -> mf.FileEntry | None:
+        if projection is None:
+            return None
+        if not reindex and self._manifest.projection_file is not None:
+            return self._manifest.projection_file
+        name = mf.generation_file("projection", generation)
+        return mf.FileEntry.of(durable_write(self._dir, name, projection.save))
 
     @guarded
     def set_index(
@@ -227,7 +272,7 @@ class Collection(CollectionReader):
         self._index_request = request
 
     def use_index_builder(self, builder: IndexBuilder | None) -> None:
-        """Fill rebuilt indexes with ``builder`` in this handle (None: in-process, the default).
+        """Fill segment indexes with ``builder`` in this handle (None: in-process, the default).
 
         A builder gets (dim, factory, ids, rows) and returns the filled id-mapped index; the
         distributed pipeline uses one that adds parts in parallel and merges them.
@@ -235,58 +280,52 @@ class Collection(CollectionReader):
         self._store.builder = builder
 
     def _requested(self) -> dict[str, Any]:
-        return self._manifest | (self._index_request or {})
-
-    def _plan_index(self) -> autoindex.choice.IndexChoice:
-        """Resolve the index for the rows about to be committed; the store rebuilds on change."""
-        picked = autoindex.resolve(self._requested(), self._store.count, self._store.index_dim)
-        self._store.use_factory(picked.factory)
-        return picked
+        base = {
+            "index_key": self._manifest.index_key,
+            "memory_budget": self._manifest.memory_budget,
+            "projection": self._manifest.projection,
+        }
+        return base | (self._index_request or {})
 
     def _publish(
         self,
         generation: int,
-        files: GenerationFiles,
-        picked: autoindex.choice.IndexChoice,
-        *,
-        refitted: bool,
+        segments: list[LoadedSegment],
+        projection_file: mf.FileEntry | None,
+        fit: dict[str, Any] | None,
+        requested: dict[str, Any],
     ) -> None:
         """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
         catalog_path = self._publish_catalog(generation)
-        paths = {"index": files.index, "catalog": catalog_path}
-        paths |= {"embeddings": files.embeddings, "ids": files.ids}
-        if files.projection is not None:
-            paths["projection"] = files.projection
-        assert self._store.index is not None  # a dirty store has a dimension
-        projection = self._store.projection
-        project = projection.transform if projection is not None else None
-        tuned = autoindex.tuned_fields(
-            self._store.index, picked, files, self._requested(), project=project, retune=refitted
-        )
-        if tuned["index_factory"] != picked.factory:  # exact search won: rewrite the index as Flat
-            self._store.rewrite_index(files, tuned["index_factory"])
-            tuned["index_bytes"] = files.index.stat().st_size
-        measured = autoproject.fields(projection, self._requested(), files, refitted=refitted)
-        manifest = gens.next_manifest(
-            self._requested() | tuned | measured,
-            generation,
-            paths,
+        manifest = self._manifest.replace(
+            format_version=mf.FORMAT_VERSION,
+            generation=generation,
+            index_key=requested["index_key"],
+            memory_budget=requested["memory_budget"],
+            projection=requested["projection"],
+            projection_file=projection_file,
+            projection_fit=fit,
             dim=self._store.dim,
             count=self._store.count,
             next_id=self._next_id,
+            updated=gens.now(),
+            segments=tuple(segment.meta for segment in segments),
+            catalog=mf.FileEntry.of(catalog_path),
         )
         mf.write_manifest(self._dir, manifest)  # the switch: from here on the new generation
         self._manifest = manifest
         self._index_request = None
         self._catalog = Catalog.open_committed(catalog_path)
-        self._store.switch_to(files)
+        self._store.adopt(segments, self._store.projection)
 
     def _commit_catalog(self) -> int:
         """Publish a catalog-only change (ledger rows): the manifest lists the same vector files."""
         generation = self.generation + 1
         try:
             catalog_path = self._publish_catalog(generation)
-            manifest = gens.catalog_manifest(self._manifest, generation, catalog_path)
+            manifest = self._manifest.replace(
+                generation=generation, updated=gens.now(), catalog=mf.FileEntry.of(catalog_path)
+            )
             mf.write_manifest(self._dir, manifest)
         except BaseException:
             self._abandon(generation)
@@ -315,18 +354,13 @@ class Collection(CollectionReader):
     def _working_catalog(self) -> Catalog:
         """The editable copy of the catalog, made on the first change after open or commit."""
         if not self._catalog.editable:
-            committed = self._manifest["files"].get("catalog")
-            source = self._dir / committed["name"] if committed else None
+            committed = self._manifest.catalog
+            source = self._dir / committed.name if committed else None
             work = mf.temp_path(self._dir, "catalog.work.sqlite")
             catalog = Catalog.open_working_copy(source, work)
             self._catalog.close()
             self._catalog = catalog
         return self._catalog
-
-    def _discard_working_catalog(self) -> None:
-        if self._catalog.editable:
-            self._catalog.finish().unlink(missing_ok=True)
-            self._catalog = gens.open_catalog(self._dir, self._manifest)
 
     def _require_writable(self, action: str) -> None:
         if self._lock is None:
@@ -342,6 +376,7 @@ class Collection(CollectionReader):
             if self._closed:
                 return
             self._closed = True
+            self._store.discard_staged()
             if self._catalog.editable:
                 with contextlib.suppress(CollectionError):  # a cut-short copy deletes itself
                     self._catalog.finish().unlink(missing_ok=True)

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.errors import CollectionCorruptError, CollectionError
-from xmodal.index import autoindex, tuning
+from xmodal.index import choice
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
-from xmodal.index.vectors import GenerationFiles, VectorStore
+from xmodal.index.manifest import Manifest
+from xmodal.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 _OPEN_ATTEMPTS = 20
@@ -26,7 +27,11 @@ _OPEN_ATTEMPTS = 20
 
 @dataclass(frozen=True)
 class CollectionInfo:
-    """What the manifest of the current committed generation says (staged rows not included)."""
+    """A view of the current committed generation's manifest (staged rows not included).
+
+    ``index_factory``, ``search_params``, ``recall_at_10`` and ``index_bytes`` describe the
+    largest segment (the others are small and Flat under "auto").
+    """
 
     directory: Path
     generation: int
@@ -53,6 +58,10 @@ class CollectionInfo:
     projection_whiten: bool = False
     projection_recall_at_10: float | None = None
     projection_sample_queries: int | None = None
+    # Segments (format 2): how many, and the live rows of each, oldest first.
+    segments: int = 0
+    segment_sizes: tuple[int, ...] = ()
+    deleted_rows: int = 0  # tombstoned rows still on disk until their segment is merged
 
 
 def now() -> str:
@@ -88,12 +97,12 @@ def previous_state(directory: Path) -> dict[str, int]:
     generation, next_id = 0, 0
     with contextlib.suppress(CollectionError):
         old = mf.read_manifest(directory)
-        generation, next_id = int(old["generation"]) + 1, int(old["next_id"])
+        generation, next_id = old.generation + 1, old.next_id
     seen = [g for p in directory.iterdir() if (g := mf.generation_of(p.name)) is not None]
     return {"generation": max([generation, *(g + 1 for g in seen)]), "next_id": next_id}
 
 
-def load_generation(directory: Path) -> tuple[dict, Catalog, VectorStore]:
+def load_generation(directory: Path) -> tuple[Manifest, Catalog, VectorStore]:
     """Read the manifest and its files; retry when a writer replaced the generation meanwhile."""
     for _ in range(_OPEN_ATTEMPTS):
         manifest = mf.read_manifest(directory)
@@ -101,7 +110,7 @@ def load_generation(directory: Path) -> tuple[dict, Catalog, VectorStore]:
             return manifest, *_load_files(directory, manifest)
         except (FileNotFoundError, sqlite3.OperationalError, CollectionCorruptError) as exc:
             # A writer may commit and delete this generation's files while we read them.
-            if mf.read_manifest(directory)["generation"] != manifest["generation"]:
+            if mf.read_manifest(directory).generation != manifest.generation:
                 log.debug("generation of %s moved on while opening; retrying", directory)
                 continue
             if isinstance(exc, CollectionCorruptError):
@@ -113,18 +122,9 @@ def load_generation(directory: Path) -> tuple[dict, Catalog, VectorStore]:
     raise CollectionError(f"collection {directory} changes too fast to open; try again")
 
 
-def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
-    files = manifest["files"]
-    mf.verify_files(directory, files)
-    factory = autoindex.factory_of(manifest)
-    store = VectorStore(manifest["dim"], factory)
-    if "index" in files:  # a collection with a ledger but no vectors yet has a catalog only
-        paths = {role: directory / entry["name"] for role, entry in files.items()}
-        vector_files = GenerationFiles(
-            paths["index"], paths["embeddings"], paths["ids"], paths.get("projection")
-        )
-        store = VectorStore.load(vector_files, manifest["dim"], factory, manifest["count"])
-        tuning.apply_params(store.index, manifest.get("search_params") or {})
+def _load_files(directory: Path, manifest: Manifest) -> tuple[Catalog, VectorStore]:
+    mf.verify_files(directory, manifest.files())
+    store = VectorStore.load(directory, manifest)
     catalog = open_catalog(directory, manifest)
     try:
         check_counts(directory, manifest, store, catalog)
@@ -134,28 +134,25 @@ def _load_files(directory: Path, manifest: dict) -> tuple[Catalog, VectorStore]:
     return catalog, store
 
 
-def check_counts(directory: Path, manifest: dict, store: VectorStore, catalog: Catalog) -> None:
-    """Manifest, index and catalog must count the same items, or hits would silently vanish.
+def check_counts(directory: Path, manifest: Manifest, store: VectorStore, catalog: Catalog) -> None:
+    """Manifest, segments and catalog must count the same items, or hits would silently vanish.
 
     Each file passes its own checksum, so a mismatch means files of different collections or
     generations were put together (a catalog copied in and the manifest "fixed" to match).
     """
-    rows, count = catalog.count(), int(manifest["count"])
-    ntotal = store.index.ntotal if store.index is not None else 0
-    if rows == count == ntotal:
+    rows, count, live = catalog.count(), manifest.count, store.count
+    if rows == count == live:
         return
-    entry = manifest["files"].get("catalog")
-    name = directory / entry["name"] if entry else "(none)"
+    name = directory / manifest.catalog.name if manifest.catalog else "(none)"
     raise CollectionCorruptError(
         f"collection {directory} is damaged: the manifest counts {count} items and the index "
-        f"holds {ntotal}, but the catalog {name} has {rows} rows; restore the directory from a "
+        f"holds {live}, but the catalog {name} has {rows} rows; restore the directory from a "
         "backup or rebuild the collection"
     )
 
 
-def open_catalog(directory: Path, manifest: dict) -> Catalog:
-    entry = manifest["files"].get("catalog")
-    path = directory / entry["name"] if entry else None
+def open_catalog(directory: Path, manifest: Manifest) -> Catalog:
+    path = directory / manifest.catalog.name if manifest.catalog else None
     try:
         return Catalog.open_committed(path)
     except sqlite3.DatabaseError as exc:
@@ -164,9 +161,13 @@ def open_catalog(directory: Path, manifest: dict) -> Catalog:
         raise CollectionCorruptError(f"collection file {path} is not a readable catalog") from exc
 
 
-def sweep(directory: Path, manifest: dict) -> None:
-    """Delete older generations and crash leftovers; only ever called while holding the lock."""
-    keep = {entry["name"] for entry in manifest["files"].values()}
+def sweep(directory: Path, manifest: Manifest) -> None:
+    """Delete files no longer listed and crash leftovers; only ever called holding the lock.
+
+    Readers that opened an older generation keep working: they hold its indexes in memory and
+    its embeddings and catalog open, and on POSIX an open file outlives its unlinked name.
+    """
+    keep = {entry.name for entry in manifest.files()}
     removed = 0
     for path in mf.stale_files(directory, keep):
         path.unlink(missing_ok=True)
@@ -183,89 +184,78 @@ def discard(directory: Path, *, generation: int) -> None:
     through (or cannot be read) the files stay, for the next writer's sweep to judge.
     """
     try:
-        if mf.read_manifest(directory)["generation"] == generation:
+        current = mf.read_manifest(directory)
+        if current.generation == generation:
             return
-        for role in mf.FILE_PATTERNS:
-            (directory / mf.generation_file(role, generation)).unlink(missing_ok=True)
+        keep = {entry.name for entry in current.files()}
+        for path in directory.iterdir():
+            if mf.generation_of(path.name) == generation and path.name not in keep:
+                path.unlink(missing_ok=True)
     except (CollectionError, OSError) as exc:
         log.warning("could not clean up after a failed commit in %s: %s", directory, exc)
 
 
-def first_manifest(directory: Path, spec: dict[str, Any], index_key: str) -> dict[str, Any]:
+def first_manifest(
+    directory: Path,
+    spec: dict[str, Any],
+    index_key: str,
+    memory_budget: int | None,
+    projection: str,
+) -> Manifest:
     """The manifest of a new, empty collection (generation without data files)."""
     previous = previous_state(directory)
     created = now()
-    return {
-        "format_version": mf.FORMAT_VERSION,
-        "generation": previous["generation"],
-        "encoder_spec": spec,
-        "index_key": index_key,
-        "dim": spec.get("dim"),
-        "count": 0,
-        "next_id": previous["next_id"],
-        "created": created,
-        "updated": created,
-        "checksum": mf.CHECKSUM_ALGORITHM,
-        "files": {},
-    }
+    return Manifest(
+        generation=previous["generation"],
+        encoder_spec=spec,
+        index_key=index_key,
+        dim=spec.get("dim"),
+        count=0,
+        next_id=previous["next_id"],
+        created=created,
+        updated=created,
+        memory_budget=memory_budget,
+        projection=projection,
+    )
 
 
-def next_manifest(
-    manifest: dict[str, Any],
-    generation: int,
-    paths: dict[str, Path],
-    *,
-    dim: int | None,
-    count: int,
-    next_id: int,
-) -> dict[str, Any]:
-    """The manifest that switches to ``generation``: checksums of its freshly written files."""
-    return manifest | {
-        "format_version": mf.FORMAT_VERSION,
-        "generation": generation,
-        "dim": dim,
-        "count": count,
-        "next_id": next_id,
-        "updated": now(),
-        "checksum": mf.CHECKSUM_ALGORITHM,
-        "files": {role: mf.describe_file(path) for role, path in paths.items()},
-    }
-
-
-def catalog_manifest(manifest: dict[str, Any], generation: int, catalog: Path) -> dict[str, Any]:
-    """The manifest of ``generation`` when only the catalog changed: other files carry over."""
-    files = dict(manifest["files"]) | {"catalog": mf.describe_file(catalog)}
-    return manifest | {"generation": generation, "updated": now(), "files": files}
-
-
-def describe(directory: Path, manifest: dict[str, Any]) -> CollectionInfo:
+def describe(directory: Path, manifest: Manifest) -> CollectionInfo:
     """CollectionInfo of the committed generation described by ``manifest``."""
-    data_bytes = sum(entry["size"] for entry in manifest["files"].values())
+    data_bytes = sum(entry.size for entry in manifest.files())
+    largest = manifest.largest()
+    tuned = (largest.tuning or {}) if largest is not None else {}
+    if largest is not None:
+        factory = largest.index_factory
+    else:
+        factory = manifest.index_key if not choice.is_managed(manifest.index_key) else "Flat"
     return CollectionInfo(
         directory=directory,
-        generation=manifest["generation"],
-        count=manifest["count"],
-        dim=manifest["dim"],
-        index_key=manifest["index_key"],
-        encoder_spec=dict(manifest["encoder_spec"]),
-        created=datetime.fromisoformat(manifest["created"]),
-        updated=datetime.fromisoformat(manifest["updated"]),
-        format_version=manifest["format_version"],
+        generation=manifest.generation,
+        count=manifest.count,
+        dim=manifest.dim,
+        index_key=manifest.index_key,
+        encoder_spec=dict(manifest.encoder_spec),
+        created=datetime.fromisoformat(manifest.created),
+        updated=datetime.fromisoformat(manifest.updated),
+        format_version=manifest.format_version,
         bytes_on_disk=data_bytes + (directory / mf.MANIFEST_NAME).stat().st_size,
-        index_factory=autoindex.factory_of(manifest),
-        search_params=dict(manifest.get("search_params") or {}),
-        recall_at_10=(manifest.get("tuning") or {}).get("recall_at_10"),
-        tuning_sample_size=(manifest.get("tuning") or {}).get("sample_size"),
-        index_bytes=manifest.get("index_bytes"),
-        memory_budget=manifest.get("memory_budget"),
+        index_factory=factory,
+        search_params=dict(largest.search_params) if largest is not None else {},
+        recall_at_10=tuned.get("recall_at_10", 1.0 if factory == "Flat" and largest else None),
+        tuning_sample_size=tuned.get("sample_size"),
+        index_bytes=largest.index.size if largest is not None else None,
+        memory_budget=manifest.memory_budget,
+        segments=len(manifest.segments),
+        segment_sizes=tuple(segment.live for segment in manifest.segments),
+        deleted_rows=sum(segment.deleted for segment in manifest.segments),
         **_projection_info(manifest),
     )
 
 
-def _projection_info(manifest: dict[str, Any]) -> dict[str, Any]:
-    fit = manifest.get("projection_fit") or {}
+def _projection_info(manifest: Manifest) -> dict[str, Any]:
+    fit = manifest.projection_fit or {}
     return {
-        "projection": str(manifest.get("projection") or "none"),
+        "projection": str(manifest.projection or "none"),
         "projection_in_dim": fit.get("in_dim"),
         "projection_out_dim": fit.get("out_dim"),
         "projection_explained_variance": fit.get("explained_variance_ratio"),

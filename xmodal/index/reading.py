@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from xmodal.index.catalog import Catalog
     from xmodal.index.lock import WriterLock
+    from xmodal.index.manifest import Manifest
     from xmodal.index.vectors import VectorStore
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -50,7 +51,7 @@ class CollectionReader:
     """Read access shared by read-only and writable handles."""
 
     _dir: Path
-    _manifest: dict
+    _manifest: Manifest
     _store: VectorStore
     _catalog: Catalog
     _lock: WriterLock | None
@@ -157,8 +158,6 @@ class CollectionReader:
     @guarded
     def raw_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(int64 ids, float16 rows) as stored; a read-only memmap when nothing is staged."""
-        if self._store.dim is None:
-            return np.zeros(0, np.int64), np.zeros((0, 0), np.float16)
         return self._store.raw_embeddings()
 
     @guarded
@@ -198,7 +197,7 @@ class CollectionReader:
 
     def check_encoder(self, encoder_spec: Mapping[str, Any]) -> None:
         """Raise EncoderMismatchError unless ``encoder_spec`` has the same model, revision, dim."""
-        built_with = dict(self._manifest["encoder_spec"])
+        built_with = dict(self._manifest.encoder_spec)
         if built_with.get("dim") is None:
             built_with["dim"] = self.dim
         checks.check_encoder(self._dir, built_with, encoder_spec)
@@ -213,7 +212,7 @@ class CollectionReader:
 
     @property
     def encoder_spec(self) -> dict[str, Any]:
-        return dict(self._manifest["encoder_spec"])
+        return dict(self._manifest.encoder_spec)
 
     @property
     def dim(self) -> int | None:
@@ -226,8 +225,8 @@ class CollectionReader:
 
     @property
     def generation(self) -> int:
-        return int(self._manifest["generation"])
+        return self._manifest.generation
 
     @property
     def index_key(self) -> str:
-        return str(self._manifest["index_key"])
+        return self._manifest.index_key

@@ -1,15 +1,14 @@
 """Top-k search over every live row or an allowed set of ids (the ids a filter let through).
 
-A small allowed set (at most ``EXACT_MAX`` ids, or under ``EXACT_FRACTION`` of the collection) is
-searched exactly with numpy over its stored raw embeddings: an ANN index asked for "the best k
-among these few" would visit mostly excluded vectors and could come back short. A large set is
-searched by FAISS with an ``IDSelectorBatch`` (passed through ``IndexIDMap2``, which translates
-it to the inner index's positions), using search parameters of the inner index's own type so its
-nprobe / efSearch stay as tuned. A query whose ANN answer comes back short while enough allowed
-ids exist is answered exactly, so a filter never costs hits that exist.
-
-Queries arrive raw (encoder dimension); with a projection both they and the stored rows searched
-exactly are projected first, so exact and FAISS answers live in the same space.
+Searches run per segment and are merged (``xmodal.index.exact.merge``); queries are projected
+once. Per segment, a small allowed set (at most ``EXACT_MAX`` of its ids, or under
+``EXACT_FRACTION`` of its rows) and any Flat segment are searched exactly with numpy: an ANN index
+asked for "the best k among these few" would visit mostly excluded vectors and could come back
+short. A large set in an ANN segment is searched by FAISS with an ``IDSelectorBatch`` (passed
+through ``IndexIDMap2``, which translates it to the inner index's positions), using search
+parameters of the inner index's own type so its nprobe / efSearch stay as tuned. A query whose
+ANN answer comes back short while enough allowed ids exist is answered exactly, so a filter never
+costs hits that exist. Tombstoned ids are never allowed.
 """
 
 from __future__ import annotations
@@ -19,12 +18,22 @@ import logging
 import faiss
 import numpy as np
 
+from xmodal.index import exact
+from xmodal.index.segments import LoadedSegment
 from xmodal.index.vectors import VectorStore
 
 log = logging.getLogger(__name__)
 EXACT_MAX = 4096
 EXACT_FRACTION = 0.05
-_QUERY_BLOCK = 256
+
+
+def search_all(store: VectorStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (scores, ids) per raw query over every live row: min(k, count) hits each.
+
+    Each segment answers min(k, its live rows) (an ANN answer that comes back short is answered
+    exactly over that segment's rows), so the merge never costs hits that exist.
+    """
+    return store.search(queries, k)
 
 
 def search_subset(
@@ -33,69 +42,45 @@ def search_subset(
     """Top-``k`` (scores, ids) per query among ``allowed`` ids; -1 ids mark empty slots."""
     allowed = np.unique(np.asarray(allowed, np.int64))
     n = len(queries)
-    if len(allowed) == 0 or store.index is None or store.count == 0:
-        return np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    if len(allowed) == 0 or store.dim is None or store.count == 0:
+        return exact.empty(n, 0)
     queries = store.project(queries)
-    k = min(k, len(allowed))
-    small = len(allowed) <= EXACT_MAX or len(allowed) < EXACT_FRACTION * store.count
-    if small or not store.index.is_trained:
-        return exact(store, queries, allowed, k)
-    scores, ids = _faiss_selected(store.index, queries, allowed, k)
+    results, total = [], 0
+    for segment in store.segments:
+        mask = np.isin(segment.ids, allowed)
+        dead = segment.dead_mask()
+        if dead is not None:
+            mask &= ~dead
+        if mask.any():
+            total += int(mask.sum())
+            results.append(_segment_subset(segment, store, queries, mask, k))
+    staged_ids, staged = store.staged_rows()
+    keep = np.isin(staged_ids, allowed)
+    if keep.any():
+        total += int(keep.sum())
+        results.append(exact.top_k(store.project(staged[keep]), staged_ids[keep], queries, k))
+    return exact.merge(results, n, min(k, total))
+
+
+def _segment_subset(
+    segment: LoadedSegment, store: VectorStore, queries: np.ndarray, mask: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k among the rows of ``segment`` selected by ``mask`` (allowed and live)."""
+    positions = np.flatnonzero(mask)
+    want = min(k, len(positions))
+    small = len(positions) <= EXACT_MAX or len(positions) < EXACT_FRACTION * len(segment.ids)
+    if segment.flat or small:
+        if segment.flat and not small:  # the whole block, masked: no copy of the rows
+            return exact.top_k(segment.rows32(store.project), segment.ids, queries, want, ~mask)
+        rows = segment.rows32(store.project)[positions]
+        return exact.top_k(rows, segment.ids[positions], queries, want)
+    scores, ids = _faiss_selected(segment.index, queries, segment.ids[positions], want)
     short = np.flatnonzero((ids < 0).any(axis=1))
     if len(short):
         log.debug("filtered ANN search came back short for %d queries; exact", len(short))
-        scores[short], ids[short] = exact(store, queries[short], allowed, k)
+        rows = segment.rows32(store.project)[positions]
+        scores[short], ids[short] = exact.top_k(rows, segment.ids[positions], queries[short], want)
     return scores, ids
-
-
-def search_all(store: VectorStore, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (scores, ids) per raw query over every live row: min(k, count) hits each.
-
-    An ANN index may come back short (an HNSW graph whose search reaches only part of the rows,
-    IVF probing fewer lists than hold k rows, removed ids filtered out): those queries are
-    answered exactly over the stored rows, so a search never costs hits that exist.
-    """
-    scores, ids = store.search(queries, k)
-    want = min(k, store.count)
-    out_scores = np.full((len(queries), want), -np.inf, np.float32)
-    out_ids = np.full((len(queries), want), -1, np.int64)
-    width = min(want, ids.shape[1])
-    out_scores[:, :width], out_ids[:, :width] = scores[:, :width], ids[:, :width]
-    short = np.flatnonzero((out_ids < 0).any(axis=1))
-    if len(short):
-        log.debug("ANN search came back short for %d queries; exact", len(short))
-        projected = store.project(queries[short])
-        out_scores[short], out_ids[short] = exact(store, projected, None, want)
-    return out_scores, out_ids
-
-
-def exact(
-    store: VectorStore, queries: np.ndarray, allowed: np.ndarray | None, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact inner-product top-k over the stored embeddings of ``allowed`` ids (None: all).
-
-    ``queries`` are already in the index's space; the stored raw rows are projected here.
-    """
-    all_ids, rows = store.raw_embeddings()
-    if allowed is None:
-        ids, vectors = all_ids, store.project(rows)
-    else:
-        positions = np.flatnonzero(np.isin(all_ids, allowed))
-        ids, vectors = all_ids[positions], store.project(rows[positions])
-    k = min(k, len(ids))
-    out_scores = np.full((len(queries), k), -np.inf, np.float32)
-    out_ids = np.full((len(queries), k), -1, np.int64)
-    for start in range(0, len(queries), _QUERY_BLOCK):
-        block = queries[start : start + _QUERY_BLOCK] @ vectors.T
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < len(ids) else None
-        if top is None:
-            top = np.broadcast_to(np.arange(len(ids)), block.shape).copy()
-        part = np.take_along_axis(block, top, axis=1)
-        order = np.argsort(-part, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        out_scores[start : start + len(block)] = np.take_along_axis(block, top, axis=1)
-        out_ids[start : start + len(block)] = ids[top]
-    return out_scores, out_ids
 
 
 def _faiss_selected(
