@@ -190,7 +190,7 @@ def test_cli_where_remove_and_prune(tmp_path: Path, tiny_clip_dir: Path, capsys)
     assert code == 0, err
     rows = json.loads(out)["results"]
     assert len(rows) == 4 and all("/photos/a/" in r["path"] for r in rows)
-    assert set(rows[0]) == {"id", "score", "path", "caption"}
+    assert set(rows[0]) == {"id", "score", "path", "caption", "tags"}
     code, out, err = run(
         capsys,
         "search",
