@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from xmodal.cli import curation, embed, eval, probe, tagging
+from xmodal.cli import curation, embed, eval, importing, probe, tagging
 from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
 from xmodal.cli.commands import (
     cmd_compact,
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval.add_parser(sub)
     curation.add_parser(sub)
     tagging.add_parser(sub)
+    importing.add_parser(sub)
     return parser
 
 

@@ -41,7 +41,7 @@ class ModalityOutput:
 
 
 # Unit rows stored as float16 round each component to 11 bits: their norms move by < 5e-4.
-_UNIT_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 1e-4}
+UNIT_TOLERANCE = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 1e-4}
 
 
 def unit_rows(vectors: np.ndarray, dtype: np.dtype, transform: object = None) -> bool | None:
@@ -52,7 +52,7 @@ def unit_rows(vectors: np.ndarray, dtype: np.dtype, transform: object = None) ->
     """
     if not len(vectors):
         return None
-    tolerance = _UNIT_TOLERANCE.get(np.dtype(dtype), 1e-4)
+    tolerance = UNIT_TOLERANCE.get(np.dtype(dtype), 1e-4)
     for block in iter_blocks(vectors, transform):
         stored = np.asarray(block, dtype).astype(np.float32)
         if not np.allclose(np.linalg.norm(stored, axis=1), 1.0, rtol=0.0, atol=tolerance):
