@@ -158,7 +158,8 @@ def import_embeddings(
     book = RunBook.start(collection, [s.source for s in sets], config.commit_every)
     for name in ROW_COUNTS:
         book.counts.setdefault(name, 0)
-    parts = [part for embeddings in sets for part in embeddings.parts]
+    # A folder named twice is imported once: the second pass would replace its own rows.
+    parts = list({p.uri: p for embeddings in sets for p in embeddings.parts}.values())
     known = collection.ledger_for(part.uri for part in parts)
     bar = progress_bar(config.progress, sum(part.rows for part in parts))
     chunk = _Chunk(book)
