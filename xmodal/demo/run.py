@@ -47,11 +47,11 @@ class DemoResult:
 
 
 def model_line(model_dir: Path | None = None) -> str:
-    """What preparing the model will do: reuse the cache, or train once (about 90 s)."""
+    """What preparing the model will do: reuse the cache, or train once (2,000 steps)."""
     target = Path(model_dir) if model_dir is not None else default_cache_dir()
     if is_complete(target):
         return f"xmodal demo: using the cached demo model at {target}"
-    return f"xmodal demo: training the demo model once (about 90 s), cached at {target} ..."
+    return f"xmodal demo: training the demo model once (2,000 steps, about a minute on 2 cores), cached at {target} ..."
 
 
 def build_demo(options: DemoOptions = DemoOptions()) -> tuple[DemoResult, Retriever]:
