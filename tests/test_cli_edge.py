@@ -137,7 +137,8 @@ def test_demo_says_whether_it_trains_or_uses_the_cached_model(
     expected = (
         f"xmodal demo: using the cached demo model at {target}\n"
         if cached
-        else f"xmodal demo: training the demo model once (2,000 steps, about a minute on 2 cores), cached at {target} ...\n"
+        else f"xmodal demo: training the demo model once (2,000 steps, about a minute on 2 cores), "
+        f"cached at {target} ...\n"
     )
     assert (code, out) == (1, expected)
 

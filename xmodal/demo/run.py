@@ -51,7 +51,10 @@ def model_line(model_dir: Path | None = None) -> str:
     target = Path(model_dir) if model_dir is not None else default_cache_dir()
     if is_complete(target):
         return f"xmodal demo: using the cached demo model at {target}"
-    return f"xmodal demo: training the demo model once (2,000 steps, about a minute on 2 cores), cached at {target} ..."
+    return (
+        "xmodal demo: training the demo model once (2,000 steps, about a minute on 2 cores), "
+        f"cached at {target} ..."
+    )
 
 
 def build_demo(options: DemoOptions = DemoOptions()) -> tuple[DemoResult, Retriever]:
