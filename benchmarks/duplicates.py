@@ -3,7 +3,7 @@
 Data: the 298 photos of ``shared/data/captioned/images`` plus, for every ``--stride``-th photo
 (sorted), four transformed copies written to a temp dir: JPEG re-encoded at quality 70, resized
 to half, a 10 % crop (5 % off each side), and a horizontal flip. Everything is indexed with the
-demo model (``~/.cache/xmodal/demo-model-v1``, trained on synthetic shapes, fp32, CPU) through
+demo model (``~/.cache/xmodal/demo-model-v2``, trained on synthetic shapes, fp32, CPU) through
 ``xmodal index``'s pipeline.
 
 Truth: two items are a *copy pair* when they come from the same source photo (original-copy and
@@ -34,7 +34,6 @@ from PIL import Image, ImageOps
 
 THRESHOLDS = (0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.98, 0.99)
 DEFAULT = 0.95
-MODEL = Path.home() / ".cache" / "xmodal" / "demo-model-v1"
 
 
 def transforms() -> dict:
@@ -73,6 +72,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
 
+    from xmodal.demo.train import ensure_demo_model
     from xmodal.encoders import load_encoder
     from xmodal.index import Collection
     from xmodal.index.neighbours import gather
@@ -85,7 +85,8 @@ def main() -> None:
         copies_dir = work / "copies"
         copies_dir.mkdir()
         copies = make_copies(photos, args.stride, copies_dir)
-        encoder = load_encoder(str(MODEL), device="cpu", precision="fp32")
+        model = ensure_demo_model()
+        encoder = load_encoder(str(model), device="cpu", precision="fp32")
         started = time.perf_counter()
         with Collection.create(work / "col", encoder.spec.to_dict(), index_key="flat") as col:
             index_paths(
@@ -109,7 +110,7 @@ def main() -> None:
         result = {
             "benchmark": "duplicates",
             "machine": machine_info(),
-            "model": str(MODEL),
+            "model": str(model),
             "photos": len(photos),
             "sources_copied": len(photos[:: args.stride]),
             "copies": len(copies),
