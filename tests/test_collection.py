@@ -138,7 +138,7 @@ def test_raw_embeddings_round_trip_and_memmap(built):
     assert isinstance(info, CollectionInfo) and info.bytes_on_disk > raw.nbytes
     assert (info.generation, info.count, info.dim, info.index_key) == (1, 2000, 64, "auto")
     assert (info.index_factory, info.search_params, info.recall_at_10) == ("Flat", {}, 1.0)
-    assert info.encoder_spec == SPEC and info.format_version == 2
+    assert info.encoder_spec == SPEC and info.format_version == 3
     assert info.created <= info.updated
 
 
@@ -147,17 +147,18 @@ def test_manifest_lists_files_with_checksums(built):
     manifest = json.loads((directory / "manifest.json").read_text())
     assert manifest["checksum"] == "sha256" and manifest["next_id"] == 2000
     (segment,) = manifest["segments"]
-    names = sorted([manifest["catalog"]["name"]] + [segment[r]["name"] for r in SEGMENT_ROLES])
+    names = sorted(segment[r]["name"] for r in SEGMENT_ROLES)
     assert names == [
-        "catalog.g000001.sqlite",
         "seg000001-0.embeddings.f16.npy",
         "seg000001-0.ids.npy",
         "seg000001-0.index.faiss",
     ]
     assert all(len(segment[r]["sha256"]) == 64 for r in SEGMENT_ROLES)
     assert (segment["count"], segment["deleted"], segment["deletes"]) == (2000, 0, None)
+    # The catalog is one versioned database named by its identity, not a checksummed file.
+    assert manifest["catalog"] is None and len(manifest["catalog_id"]) == 32
     on_disk = sorted(p.name for p in directory.iterdir())
-    assert on_disk == sorted([*names, "lock", "manifest.json"])
+    assert on_disk == sorted([*names, "catalog.sqlite", "lock", "manifest.json"])
 
 
 def test_exit_without_commit_discards_staged(built):

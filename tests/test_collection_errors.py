@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -55,29 +56,39 @@ def test_truncated_index_is_corrupt(built):
         Collection.open(directory)
 
 
-def test_bit_flip_in_catalog_is_corrupt(built):
-    directory, _, _ = built
-    path = directory / "catalog.g000001.sqlite"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-    with pytest.raises(
-        CollectionCorruptError, match=r"catalog\.g000001\.sqlite is damaged: .*sha256"
-    ):
-        Collection.open(directory)
-
-
-def test_catalog_of_another_collection_with_a_fixed_checksum_is_corrupt(tmp_path):
-    # Each file passes its checksum, yet 40 of the 60 indexed items have no catalog row: search
-    # would silently drop their hits. Opening must refuse the mix, naming the numbers and file.
+def _two_collections(tmp_path):
     for name, n in (("big", 60), ("small", 20)):
         with Collection.create(tmp_path / name, SPEC) as col:
             col.add(unit_rows(n, 64, seed=n), records(n, prefix=name))
             col.commit()
-    catalog = tmp_path / "big" / "catalog.g000001.sqlite"
-    catalog.write_bytes((tmp_path / "small" / "catalog.g000001.sqlite").read_bytes())
+    catalog = tmp_path / "big" / "catalog.sqlite"
+    catalog.write_bytes((tmp_path / "small" / "catalog.sqlite").read_bytes())
+    return catalog
+
+
+def test_catalog_of_another_collection_is_corrupt(tmp_path):
+    # The catalog database changes with every commit, so no checksum can guard it: the manifest
+    # names it by the identity stored inside it at creation.
+    catalog = _two_collections(tmp_path)
+    ours = mf.read_manifest(tmp_path / "big").catalog_id
+    theirs = mf.read_manifest(tmp_path / "small").catalog_id
+    message = (
+        f"collection file {catalog} is damaged: it is catalog {theirs}, the manifest names "
+        f"catalog {ours} (a catalog of another collection); restore the directory from a backup "
+        "or rebuild the collection"
+    )
+    for writable in (False, True):
+        with pytest.raises(CollectionCorruptError, match=re.escape(message)):
+            Collection.open(tmp_path / "big", writable=writable)
+
+
+def test_catalog_of_another_collection_with_a_fixed_identity_is_corrupt(tmp_path):
+    # The identity is "fixed" too, yet 40 of the 60 indexed items have no catalog row: search
+    # would silently drop their hits. Opening must refuse the mix, naming the numbers and file.
+    catalog = _two_collections(tmp_path)
     manifest = mf.read_manifest(tmp_path / "big")
-    mf.write_manifest(tmp_path / "big", manifest.replace(catalog=mf.FileEntry.of(catalog)))
+    theirs = mf.read_manifest(tmp_path / "small").catalog_id
+    mf.write_manifest(tmp_path / "big", manifest.replace(catalog_id=theirs))
     message = (
         f"collection {tmp_path / 'big'} is damaged: the manifest counts 60 items and the index "
         f"holds 60, but the catalog {catalog} has 20 rows; restore the directory from a backup "
@@ -223,7 +234,6 @@ def test_overwrite_replaces_and_keeps_ids_fresh(built):
         assert col.add(unit_rows(1, 64), records(1)).tolist() == [2000]
         col.commit()
     assert sorted(p.name for p in directory.iterdir() if "00000" in p.name) == [
-        "catalog.g000003.sqlite",
         "seg000003-0.embeddings.f16.npy",
         "seg000003-0.ids.npy",
         "seg000003-0.index.faiss",
@@ -249,4 +259,7 @@ def test_failed_manifest_switch_keeps_previous_generation(built, monkeypatch):
     with Collection.open(directory, writable=True) as again:  # the lock was released
         assert (again.generation, again.count) == (1, 2000)
         assert again.ids_for_paths("img/00000.jpg") == {"img/00000.jpg": 0}
-    assert not (directory / "catalog.g000002.sqlite").exists()  # swept by the writer
+    # The catalog rows the failed commit had made durable were undone right away.
+    with sqlite3.connect(f"{(directory / 'catalog.sqlite').as_uri()}?mode=ro", uri=True) as conn:
+        query = "SELECT count(*) FROM items WHERE added_gen > 1 OR removed_gen > 1"
+        assert conn.execute(query).fetchone()[0] == 0

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from xmodal.errors import FilterError
-from xmodal.index import Collection, Record
+from xmodal.index import Collection, Record, catalogdb
 from xmodal.index import subset as subset_mod
-from xmodal.index.catalog import Catalog
 from xmodal.index.filters import Filter, parse_where
 
 SPEC = {"model_id": "tiny/clip", "revision": "abc123", "dim": 32, "device": "cpu"}
@@ -237,13 +236,15 @@ def test_catalog_without_content_hash_column_still_works(tmp_path) -> None:
     conn.execute("INSERT INTO items VALUES (1, '/a.jpg', 10, 1.0, 'cap', 5, 6)")
     conn.commit()
     conn.close()
-    committed = Catalog.open_committed(old)
+    committed = catalogdb.open_legacy(old)
     assert committed.get_records([1])[1] == Record("/a.jpg", 10, 1.0, "cap", 5, 6, None)
     assert committed.ids_for_hashes(["ab"]) == {}
     assert committed.ids_where(parse_where("width>=5")).tolist() == [1]
     committed.close()
-    work = Catalog.open_working_copy(old, tmp_path / "work.sqlite")
+    (tmp_path / "c").mkdir()
+    work, _ = catalogdb.create(tmp_path / "c", 4, old)  # the upgrade into the versioned database
     work.put([2], [Record("/b.jpg", content_hash="ab")])
     assert work.ids_for_hashes(["ab", "cd"]) == {"ab": [2]}
     assert work.get_records([1, 2])[2].content_hash == "ab"
-    work.finish()
+    assert work.get_records([1])[1] == Record("/a.jpg", 10, 1.0, "cap", 5, 6, None)
+    work.close()

@@ -146,11 +146,13 @@ def test_format_1_collection_opens_and_upgrades_on_commit(tmp_path):
         new = col.add(rows[3:4], [Record("/new/3.jpg")])
         col.commit()
     raw = mf.read_manifest(directory)
-    assert (raw.format_version, raw.count, [s.live for s in raw.segments]) == (2, 11, [10, 1])
+    assert (raw.format_version, raw.count, [s.live for s in raw.segments]) == (3, 11, [10, 1])
     assert raw.segments[0].index.name == "index.g000002.faiss"  # format-1 files stay listed
+    assert raw.catalog is None and raw.catalog_id  # its catalog was moved into the database
     with Collection.open(directory) as col:
         assert [row[0].id for row in col.search(rows[1:4], k=1)] == [1, 2, int(new[0])]
         assert 0 not in col.raw_embeddings()[0]
+        assert col.get_records([5])[5].caption == "item 5" and col.get_records([0]) == {}
 
 
 def test_cli_compact(tmp_path):

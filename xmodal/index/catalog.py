@@ -1,16 +1,21 @@
 """The SQLite catalog: what is known about each indexed item, keyed by the same ids as FAISS.
 
-Each generation has its own immutable catalog file. Readers open it with ``mode=ro&immutable=1``:
-the file never changes under its name, so SQLite may skip locking entirely and a writer's commit
-can never disturb them. A writer edits a private working copy (a temp file, journal in memory: a
-crash only loses the copy, never the committed file) that is published as the next generation.
+One database file (``catalog.sqlite``, WAL mode) serves every generation: its rows carry the
+generation that added and that retired them (``xmodal.index.versions``), and a ``Catalog`` sees
+exactly the rows of one generation, its *view*. Readers open the file read-only at the manifest's
+generation and keep seeing it while a writer commits later ones (WAL readers never block the
+writer, nor it them). The writer's view is the pending generation: it stages changes tagged with
+it inside one SQLite transaction, which ``commit`` makes durable just before the collection
+switches its manifest (``xmodal.index.catalogdb`` opens, creates and upgrades the file).
+
+Catalogs written before versions (one immutable file per generation, format 1 and early format 2)
+are read as they are, with every row visible; the next writer copies one into the database.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -18,30 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from xmodal.errors import CollectionError, FilterError
-from xmodal.index import keywords, ledger, tagstore
-from xmodal.index.durable import write_failed
+from xmodal.index import keywords, ledger, tagstore, versions
 from xmodal.index.filters import Filter
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.pathtext import from_db, to_db
 from xmodal.index.records import Record
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id INTEGER PRIMARY KEY,
-    path TEXT UNIQUE NOT NULL,
-    size INTEGER,
-    mtime REAL,
-    caption TEXT,
-    width INTEGER,
-    height INTEGER,
-    content_hash TEXT
-)
-"""
-# Catalogs written before content hashes existed lack the column: readers select NULL in its place
-# and writers add it to their working copy (a nullable column: old rows simply have no hash).
 _COLUMNS = "id, path, size, mtime, caption, width, height, content_hash"
 _COLUMNS_V1 = "id, path, size, mtime, caption, width, height, NULL"
-_HASH_INDEX = "CREATE INDEX IF NOT EXISTS items_content_hash ON items(content_hash)"
 # Stay well below SQLITE_MAX_VARIABLE_NUMBER of old SQLite builds (999).
 _BATCH = 500
 
@@ -51,86 +40,81 @@ def _batches(values: Sequence, size: int = _BATCH) -> Iterator[Sequence]:
         yield values[start : start + size]
 
 
-def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
-    # One Collection handle guards its catalog with its own lock, so threads may share it.
-    return sqlite3.connect(target, uri=uri, check_same_thread=False, isolation_level=None)
-
-
 class Catalog:
-    """One open catalog: read-only on a committed file, or editable on a working copy."""
+    """One open catalog seen at one generation: read-only, or the writer's pending one."""
 
-    def __init__(self, conn: sqlite3.Connection, work_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path | None,
+        view: int | None,
+        *,
+        writer: bool = False,
+    ) -> None:
         self._conn = conn
-        self._work_path = work_path
+        self._path = path
+        self._view = view  # None: a catalog written before versions (all rows visible)
+        self._writer = writer
+        self._count: int | None = None
         names = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
         self._has_hash = "content_hash" in names
         self._has_ledger = ledger.has_tables(conn)
 
-    @classmethod
-    def open_committed(cls, path: Path | None) -> Catalog:
-        """Open a generation's catalog read-only; ``None`` (no files yet) gives an empty one."""
-        if path is None:
-            conn = _connect(":memory:", uri=False)
-            conn.execute(SCHEMA)
-            return cls(conn)
-        conn = _connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
-        conn.execute("SELECT count(*) FROM items").fetchone()  # fail now, not at first search
-        return cls(conn)
+    @property
+    def path(self) -> Path | None:
+        return self._path
 
-    @classmethod
-    def open_working_copy(cls, committed: Path | None, work_path: Path) -> Catalog:
-        """Copy the committed catalog to ``work_path`` and open the copy for editing."""
-        if committed is not None:
-            try:
-                shutil.copyfile(committed, work_path)
-            except OSError as exc:
-                work_path.unlink(missing_ok=True)
-                raise write_failed(work_path, exc) from exc
-        conn = _connect(str(work_path), uri=False)
-        # Durability comes from fsync + rename at commit; the copy itself is disposable, so the
-        # journal lives in memory (rollback still works, no -journal files appear on disk).
-        conn.execute("PRAGMA journal_mode=MEMORY")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute(SCHEMA)
-        names = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
-        if "content_hash" not in names:
-            conn.execute("ALTER TABLE items ADD COLUMN content_hash TEXT")
-        conn.execute(_HASH_INDEX)
-        ledger.create_tables(conn)
-        tagstore.create_tables(conn)
-        keywords.create_tables(conn)
-        return cls(conn, work_path)
+    @property
+    def versioned(self) -> bool:
+        """True for the shared, versioned database (False: a pre-versions file or none)."""
+        return self._view is not None
 
     @property
     def editable(self) -> bool:
-        """True for a working copy."""
-        return self._work_path is not None
+        """True when the writer has staged changes that the next commit publishes."""
+        return self._writer and self._conn.in_transaction
+
+    @property
+    def _vis(self) -> str:
+        return "1" if self._view is None else versions.visible(self._view)
+
+    @property
+    def _pending(self) -> int:
+        if not self._writer or self._view is None:
+            raise RuntimeError("the catalog is read-only; open it as the writer first")
+        return self._view
 
     def put(self, ids: Sequence[int], records: Sequence[Record]) -> list[int]:
         """Insert rows; a path that is already present is replaced. Returns the replaced ids."""
         paths = [record.path for record in records]
         replaced = list(self.ids_for_paths(paths).values())
+        pending, before = self._pending, self.count()
         rows = [
-            (int(i), to_db(r.path), r.size, r.mtime, r.caption, r.width, r.height, r.content_hash)
+            (int(i), to_db(r.path), r.size, r.mtime, r.caption, r.width, r.height, r.content_hash,
+             pending)
             for i, r in zip(ids, records, strict=True)
-        ]
-        with self._transaction():
-            self._delete(replaced)
-            self._conn.executemany(f"INSERT INTO items ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", rows)
+        ]  # fmt: skip
+        with self._edit():
+            removed = self._retire(replaced)
+            self._conn.executemany(
+                f"INSERT INTO items ({_COLUMNS}, added_gen) VALUES (?,?,?,?,?,?,?,?,?)", rows
+            )
+            self._count = before + len(rows) - removed
         return replaced
 
     def delete(self, ids: Sequence[int]) -> int:
-        """Delete rows by id; returns how many existed."""
-        with self._transaction():
-            return self._delete(ids)
+        """Retire rows by id; returns how many existed."""
+        before = self.count()
+        with self._edit():
+            removed = self._retire(ids)
+            self._count = before - removed
+        return removed
 
-    def _delete(self, ids: Sequence[int]) -> int:
+    def _retire(self, ids: Sequence[int]) -> int:
         removed = 0
         for batch in _batches([int(i) for i in ids]):
-            marks = ",".join("?" * len(batch))
-            removed += self._conn.execute(
-                f"DELETE FROM items WHERE id IN ({marks})", batch
-            ).rowcount
+            where = f"id IN ({','.join('?' * len(batch))})"
+            removed += versions.retire(self._conn, "items", where, batch, self._pending)
         return removed
 
     def ids_for_paths(self, paths: Iterable[str]) -> dict[str, int]:
@@ -138,17 +122,17 @@ class Catalog:
         found: dict[str, int] = {}
         for batch in _batches([to_db(p) for p in dict.fromkeys(paths)]):
             marks = ",".join("?" * len(batch))
-            query = f"SELECT path, id FROM items WHERE path IN ({marks})"
+            query = f"SELECT path, id FROM items WHERE path IN ({marks}) AND {self._vis}"
             found.update((from_db(p), i) for p, i in self._conn.execute(query, batch))
         return found
 
     def get_records(self, ids: Iterable[int]) -> dict[int, Record]:
         """Fetch the records of the given ids; unknown ids are left out."""
         found: dict[int, Record] = {}
+        columns = _COLUMNS if self._has_hash else _COLUMNS_V1
         for batch in _batches(list(dict.fromkeys(int(i) for i in ids))):
             marks = ",".join("?" * len(batch))
-            columns = _COLUMNS if self._has_hash else _COLUMNS_V1
-            query = f"SELECT {columns} FROM items WHERE id IN ({marks})"
+            query = f"SELECT {columns} FROM items WHERE id IN ({marks}) AND {self._vis}"
             for row in self._conn.execute(query, batch):
                 found[row[0]] = Record(from_db(row[1]), *row[2:])
         return found
@@ -156,38 +140,38 @@ class Catalog:
     def ids_where(self, where: Filter) -> np.ndarray:
         """Sorted ids of the rows matching ``where`` (fixed SQL fragments, values as parameters)."""
         sql, params = self._where_sql(where)
-        rows = self._conn.execute(f"SELECT id FROM items WHERE {sql} ORDER BY id", params)
-        return np.fromiter((row[0] for row in rows), np.int64)
+        query = f"SELECT id FROM items WHERE {self._vis} AND ({sql}) ORDER BY id"
+        return np.fromiter((row[0] for row in self._conn.execute(query, params)), np.int64)
 
     def _where_sql(self, where: Filter) -> tuple[str, list]:
-        if where.uses_tags and tagstore.settings(self._conn) is None:
+        if where.uses_tags and self.tag_settings() is None:
             raise FilterError(
                 f"filter {str(where)!r}: this collection has no tags yet; "
                 "run `xmodal tag -c DIR --labels FILE` first"
             )
-        sql, params = where.sql()
+        sql, params = where.sql(self._vis)
         return sql, [to_db(p) if isinstance(p, str) else p for p in params]
 
     # ----------------------------------------------------------------- tags and keywords
     def tag_settings(self) -> str | None:
         """Fingerprint of the settings the stored tags were made with (None: never tagged)."""
-        return tagstore.settings(self._conn)
+        return tagstore.settings(self._conn, self._vis)
 
     def reset_tags(self, fingerprint: str) -> None:
         """Drop every tag; the next tags are made with the settings ``fingerprint`` names."""
-        with self._transaction():
-            tagstore.reset(self._conn, fingerprint)
+        with self._edit():
+            tagstore.reset(self._conn, fingerprint, self._pending)
 
     def put_tags(self, tags: dict[int, Sequence[tagstore.Tag]]) -> None:
         """Store these items' tags (an empty list still marks the item as tagged)."""
-        with self._transaction():
-            tagstore.put(self._conn, tags)
+        with self._edit():
+            tagstore.put(self._conn, tags, self._pending)
 
     def untagged_ids(self) -> list[int]:
-        return tagstore.untagged(self._conn)
+        return tagstore.untagged(self._conn, self._vis)
 
     def tags_for(self, ids: Iterable[int]) -> dict[int, tuple[tagstore.Tag, ...]]:
-        return tagstore.tags_for(self._conn, ids)
+        return tagstore.tags_for(self._conn, ids, self._vis)
 
     def keyword_search(self, text: str, k: int, where: Filter | None) -> list[tuple[int, float]]:
         """``(id, -bm25)`` of the best keyword matches; see ``xmodal.index.keywords``."""
@@ -196,11 +180,11 @@ class Catalog:
                 "this collection was written before keyword search existed; run "
                 "`xmodal reindex -c DIR` once to build its keyword index"
             )
-        sql = None if where is None or where.empty else self._where_sql(where)
-        return keywords.search(self._conn, text, k, sql)
+        sql = ("1", []) if where is None or where.empty else self._where_sql(where)
+        return keywords.search(self._conn, text, k, sql, self._vis)
 
     def has_captions(self) -> bool:
-        return keywords.has_captions(self._conn)
+        return keywords.has_captions(self._conn, self._vis)
 
     def ids_for_hashes(self, hashes: Iterable[str]) -> dict[str, list[int]]:
         """Ids per content hash for the given hashes; empty for catalogs without hashes."""
@@ -209,8 +193,11 @@ class Catalog:
             return found
         for batch in _batches([h for h in dict.fromkeys(hashes) if h]):
             marks = ",".join("?" * len(batch))
-            query = f"SELECT content_hash, id FROM items WHERE content_hash IN ({marks})"
-            for digest, item_id in self._conn.execute(query + " ORDER BY id", batch):
+            query = (
+                f"SELECT content_hash, id FROM items WHERE content_hash IN ({marks}) "
+                f"AND {self._vis} ORDER BY id"
+            )
+            for digest, item_id in self._conn.execute(query, batch):
                 found.setdefault(digest, []).append(item_id)
         return found
 
@@ -218,14 +205,15 @@ class Catalog:
         """Sorted ids of the rows matching ``where`` that share a content hash, per shared hash."""
         if not self._has_hash:
             return []
-        sql, params = where.sql()
+        sql, params = where.sql(self._vis)
         params = [to_db(p) if isinstance(p, str) else p for p in params]
+        rows = f"{self._vis} AND ({sql})"
         shared = (
             "SELECT content_hash FROM items WHERE content_hash IS NOT NULL AND "
-            f"({sql}) GROUP BY content_hash HAVING count(*) > 1"
+            f"{rows} GROUP BY content_hash HAVING count(*) > 1"
         )
         query = (
-            f"SELECT content_hash, id FROM items WHERE content_hash IN ({shared}) AND ({sql}) "
+            f"SELECT content_hash, id FROM items WHERE content_hash IN ({shared}) AND {rows} "
             "ORDER BY content_hash, id"
         )
         groups: dict[str, list[int]] = {}
@@ -236,82 +224,121 @@ class Catalog:
     # ----------------------------------------------------------------- ledger and runs
     def put_ledger(self, entries: Sequence[LedgerEntry]) -> None:
         """Record inputs' statuses (one row per uri: a newer entry replaces the older)."""
-        with self._transaction():
-            ledger.put_entries(self._conn, [_entry_to_db(e) for e in entries])
+        with self._edit():
+            ledger.put_entries(self._conn, [_entry_to_db(e) for e in entries], self._pending)
 
     def put_run(self, run: RunRecord) -> None:
         """Insert or update one run's row."""
-        with self._transaction():
-            ledger.put_run(self._conn, run)
+        with self._edit():
+            ledger.put_run(self._conn, run, self._pending)
 
     def ledger_for(self, uris: Iterable[str]) -> dict[str, LedgerEntry]:
         """Ledger entries of the given uris that have one."""
         if not self._has_ledger:
             return {}
-        found = ledger.entries_for(self._conn, (to_db(uri) for uri in uris))
+        found = ledger.entries_for(self._conn, (to_db(uri) for uri in uris), self._vis)
         return {from_db(uri): _entry_from_db(entry) for uri, entry in found.items()}
 
     def ledger(self, status: str | None = None, run: int | None = None) -> list[LedgerEntry]:
         """Ledger entries, optionally of one status and/or one run, sorted by uri."""
         if not self._has_ledger:
             return []
-        return [_entry_from_db(e) for e in ledger.select_entries(self._conn, status, run)]
+        found = ledger.select_entries(self._conn, status, run, self._vis)
+        return [_entry_from_db(e) for e in found]
 
     def ledger_counts(self, run: int) -> dict[str, int]:
         """How many inputs the run left in each status."""
         if not self._has_ledger:
             return dict.fromkeys(ledger.STATUSES, 0)
-        return ledger.status_counts(self._conn, run)
+        return ledger.status_counts(self._conn, run, self._vis)
 
     def runs(self, last: bool = False) -> list[RunRecord]:
         """Every run, oldest first; only the newest with ``last``."""
-        return ledger.select_runs(self._conn, last) if self._has_ledger else []
+        return ledger.select_runs(self._conn, self._vis, last) if self._has_ledger else []
 
     def count(self) -> int:
-        """Number of rows."""
-        return int(self._conn.execute("SELECT count(*) FROM items").fetchone()[0])
+        """Number of rows in the view (counted once, then kept up to date by the writer)."""
+        if self._count is None:
+            query = f"SELECT count(*) FROM items WHERE {self._vis}"
+            self._count = int(self._conn.execute(query).fetchone()[0])
+        return self._count
 
-    def finish(self) -> Path:
-        """Close the working copy and hand back its path, ready to be published.
+    # ----------------------------------------------------------------- the writer's transaction
+    def commit(self, generation: int) -> None:
+        """Make the staged changes durable as rows of ``generation`` (the pending one).
 
-        The file must be as long as SQLite's own page count says: a write the OS cut short
-        (file size limit, full disk) is refused here rather than published.
+        Also purges rows retired long ago (``versions.RETAIN``). The collection switches its
+        manifest only after this returns; until then readers do not look at these rows.
         """
-        if self._work_path is None:
-            raise RuntimeError("finish() needs a working copy")
-        pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-        expected = pages * self._conn.execute("PRAGMA page_size").fetchone()[0]
-        self._conn.close()
-        path, self._work_path = self._work_path, None
-        size = path.stat().st_size
-        if size != expected:
-            path.unlink(missing_ok=True)
-            raise write_failed(path, OSError(f"{size} bytes on disk, SQLite wrote {expected}"))
-        return path
+        if generation != self._pending:
+            raise RuntimeError(f"pending generation is {self._pending}, not {generation}")
+        with self._edit():
+            versions.purge(self._conn, generation)
+        try:
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.rollback()
+            raise self._write_error(exc, "nothing was committed") from exc
+        self._view = generation + 1
+
+    def rollback(self) -> None:
+        """Drop what was staged since the last commit."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+        self._count = None
+
+    def discard_after(self, generation: int) -> None:
+        """Undo committed rows of generations after ``generation`` (their manifest never came)."""
+        self.rollback()
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            versions.discard_after(self._conn, generation)
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+        self._view, self._count = generation + 1, None
 
     def close(self) -> None:
-        """Close the connection; a working copy is left for the caller to delete or publish."""
+        """Close the connection; staged changes are rolled back."""
+        self.rollback()
         self._conn.close()
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One transaction per batch of edits; a failing batch leaves the copy as it was."""
-        if self._work_path is None:
-            raise RuntimeError("the catalog is read-only; open a working copy first")
+    def _edit(self) -> Iterator[None]:
+        """One savepoint per batch of edits inside the writer's transaction.
+
+        A failing batch leaves the staged state as it was before the batch; if SQLite had to
+        roll back the whole transaction (disk full, I/O error), everything staged since the last
+        commit is gone and the error says so (the collection then drops its staged vectors).
+        """
+        self._pending  # noqa: B018 (refuses read-only catalogs)
         try:
-            self._conn.execute("BEGIN")
+            if not self._conn.in_transaction:
+                self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("SAVEPOINT edit")
             try:
                 yield
             except BaseException:
-                with contextlib.suppress(sqlite3.OperationalError):  # SQLite may have rolled back
-                    self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK TO edit")
+                    self._conn.execute("RELEASE edit")
                 raise
-            self._conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:  # disk full, file size limit, I/O error
-            raise CollectionError(
-                f"could not write the catalog working copy {self._work_path}: {exc}; nothing was "
-                "staged: free disk space or raise the file size limit, then try again"
+            self._conn.execute("RELEASE edit")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                raise self._write_error(exc, "nothing of this change was staged") from exc
+            self._count = None
+            raise self._write_error(
+                exc, "the changes staged since the last commit were dropped"
             ) from exc
+
+    def _write_error(self, exc: sqlite3.Error, what: str) -> CollectionError:
+        return CollectionError(
+            f"could not write {self._path}: {exc}; {what}: free disk space or raise the file "
+            "size limit, then try again"
+        )
 
 
 def _entry_to_db(entry: LedgerEntry) -> LedgerEntry:

@@ -1,9 +1,12 @@
-"""A collection: one directory holding a FAISS index, a SQLite catalog and the raw embeddings.
+"""A collection: one directory holding FAISS segments, a SQLite catalog and the raw embeddings.
 
-Writers stage changes in their handle and publish them with ``commit``: every data file of the
-new generation is written beside the old ones (temp file, fsync, rename), then one atomic manifest
-replace switches generations, then the old files are deleted. A crash at any moment therefore
-leaves either the old or the new generation, never a mix. One writer at a time holds ``lock``;
+Writers stage changes in their handle and publish them with ``commit``: every new vector file of
+the new generation is written beside the old ones (temp file, fsync, rename), the catalog's rows
+of the new generation are committed in one SQLite transaction (rows carry their generation, so
+nobody reads them yet: ``xmodal.index.versions``), then one atomic manifest replace switches
+generations, then the old files are deleted. A crash at any moment therefore leaves either the
+old or the new generation, never a mix: catalog rows of a generation whose manifest never came
+are undone by the next writer. One writer at a time holds ``lock``;
 readers take no lock, verify checksums and keep what they opened even while a writer commits.
 
 With a projection ("pca:128", see ``xmodal.index.projection``) the index holds projected rows:
@@ -19,19 +22,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from xmodal.errors import CollectionError
-from xmodal.index import autoindex, autoproject, checks, committing, merging
+from xmodal.index import autoindex, autoproject, catalogdb, checks, committing, merging
 from xmodal.index import generations as gens
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
-from xmodal.index.durable import durable_write, write_failed
+from xmodal.index.durable import durable_write, fsync_path
 from xmodal.index.ledger import LedgerEntry, RunRecord
 from xmodal.index.lock import WriterLock
 from xmodal.index.reading import CollectionReader, guarded
@@ -60,6 +64,7 @@ class Collection(CollectionReader):
         self._store = store
         self._lock: WriterLock | None = lock
         self._next_id = manifest.next_id
+        self._catalog_id = manifest.catalog_id
         self._index_request: dict[str, Any] | None = None  # set_index, applied at commit
         self._mutex = threading.RLock()
         self._closed = False
@@ -99,7 +104,8 @@ class Collection(CollectionReader):
             mf.write_manifest(directory, manifest)
             gens.sweep(directory, manifest)
             store = VectorStore(spec.get("dim"))
-            return cls(directory, manifest, Catalog.open_committed(None), store, lock)
+            catalog = catalogdb.empty(manifest.generation)
+            return cls(directory, manifest, catalog, store, lock)
         except BaseException:
             lock.release()
             raise
@@ -117,6 +123,11 @@ class Collection(CollectionReader):
             manifest, catalog, store = gens.load_generation(directory)
             if writable:
                 gens.sweep(directory, manifest)
+                if manifest.catalog_id is not None:  # undoes rows of a commit that never came
+                    catalog.close()
+                    catalog = catalogdb.open_writer(
+                        directory, manifest.generation, manifest.catalog_id
+                    )
             return cls(directory, manifest, catalog, store, lock)
         except BaseException:
             if lock is not None:
@@ -135,7 +146,8 @@ class Collection(CollectionReader):
         checks.check_normalised(vectors)
         self._store.ensure_dim(vectors.shape[1])
         ids = np.arange(self._next_id, self._next_id + len(vectors), dtype=np.int64)
-        replaced = self._working_catalog().put(ids.tolist(), records)
+        with self._staging():
+            replaced = self._working_catalog().put(ids.tolist(), records)
         self._store.remove(np.asarray(replaced, np.int64))
         self._store.add(ids, vectors)
         self._next_id += len(vectors)
@@ -148,7 +160,8 @@ class Collection(CollectionReader):
         ids = checks.check_ids(ids)
         present = np.asarray(sorted(self._catalog.get_records(ids)), np.int64)
         if len(present):
-            self._working_catalog().delete(present.tolist())
+            with self._staging():
+                self._working_catalog().delete(present.tolist())
             self._store.remove(present)
         return len(present)
 
@@ -156,10 +169,11 @@ class Collection(CollectionReader):
     def record(self, entries: Sequence[LedgerEntry], run: RunRecord | None = None) -> None:
         """Stage ledger entries and a run's row; the next commit publishes them with the rows."""
         self._require_writable("record inputs")
-        catalog = self._working_catalog()
-        catalog.put_ledger(entries)
-        if run is not None:
-            catalog.put_run(run)
+        with self._staging():
+            catalog = self._working_catalog()
+            catalog.put_ledger(entries)
+            if run is not None:
+                catalog.put_run(run)
 
     @guarded
     def put_tags(self, tags: Mapping[int, Sequence[Tag]], *, reset: str | None = None) -> None:
@@ -168,11 +182,12 @@ class Collection(CollectionReader):
         Tags of ids no longer in the catalog are ignored. Published by the next commit.
         """
         self._require_writable("tag items")
-        catalog = self._working_catalog()
-        if reset is not None:
-            catalog.reset_tags(reset)
-        present = catalog.get_records(tags)
-        catalog.put_tags({int(i): tuple(t) for i, t in tags.items() if int(i) in present})
+        with self._staging():
+            catalog = self._working_catalog()
+            if reset is not None:
+                catalog.reset_tags(reset)
+            present = catalog.get_records(tags)
+            catalog.put_tags({int(i): tuple(t) for i, t in tags.items() if int(i) in present})
 
     @guarded
     def commit(self) -> int:
@@ -213,7 +228,7 @@ class Collection(CollectionReader):
                     f"internal error: catalog has {self._catalog.count()} rows but the index "
                     f"{self._store.count}; nothing was committed, please report this"
                 )
-            self._working_catalog()  # an index-only change publishes an unchanged catalog copy
+            self._working_catalog()  # the catalog database exists before the manifest names it
             settings = autoindex.IndexSettings(requested["index_key"], requested["memory_budget"])
             # Written smallest first, so that a size limit is met by the file that exceeds it.
             projection_file = self._write_projection(generation, projection, reindex)
@@ -295,8 +310,9 @@ class Collection(CollectionReader):
         fit: dict[str, Any] | None,
         requested: dict[str, Any],
     ) -> None:
-        """Publish the catalog, switch the manifest, adopt the new generation in this handle."""
-        catalog_path = self._publish_catalog(generation)
+        """Commit the catalog, switch the manifest, adopt the new generation in this handle."""
+        self._catalog.commit(generation)
+        fsync_path(self._dir)  # the WAL file's name too must outlive a crash
         manifest = self._manifest.replace(
             format_version=mf.FORMAT_VERSION,
             generation=generation,
@@ -310,57 +326,73 @@ class Collection(CollectionReader):
             next_id=self._next_id,
             updated=gens.now(),
             segments=tuple(segment.meta for segment in segments),
-            catalog=mf.FileEntry.of(catalog_path),
+            catalog=None,
+            catalog_id=self._catalog_id,
         )
         mf.write_manifest(self._dir, manifest)  # the switch: from here on the new generation
         self._manifest = manifest
         self._index_request = None
-        self._catalog = Catalog.open_committed(catalog_path)
         self._store.adopt(segments, self._store.projection)
 
     def _commit_catalog(self) -> int:
         """Publish a catalog-only change (ledger rows): the manifest lists the same vector files."""
         generation = self.generation + 1
         try:
-            catalog_path = self._publish_catalog(generation)
+            self._catalog.commit(generation)
+            fsync_path(self._dir)
             manifest = self._manifest.replace(
-                generation=generation, updated=gens.now(), catalog=mf.FileEntry.of(catalog_path)
+                format_version=mf.FORMAT_VERSION,
+                generation=generation,
+                updated=gens.now(),
+                catalog=None,
+                catalog_id=self._catalog_id,
             )
             mf.write_manifest(self._dir, manifest)
         except BaseException:
             self._abandon(generation)
             raise
         self._manifest = manifest
-        self._catalog = Catalog.open_committed(catalog_path)
         with contextlib.suppress(OSError):  # leftovers are swept again by the next writer
             gens.sweep(self._dir, self._manifest)
         return generation
 
     def _abandon(self, generation: int) -> None:
-        """After a failed publish the staged catalog is spent: clean up, close, no retry here."""
+        """After a failed publish the staged changes are spent: undo, close, no retry here.
+
+        The catalog rows of ``generation`` may be committed already: they are undone now (and
+        by the next writer if even that fails); no reader looks at them meanwhile.
+        """
         log.error("commit of %s failed; closing the handle, reopen to continue", self._dir)
         gens.discard(self._dir, generation=generation)
+        if self._catalog.versioned and self._catalog_id is not None:
+            try:
+                if mf.read_manifest(self._dir).generation != generation:
+                    self._catalog.discard_after(self.generation)
+            except Exception as exc:  # noqa: BLE001 (the next writer undoes them on open)
+                log.warning("could not undo the catalog rows of generation %d: %s", generation, exc)
         self.close()
 
-    def _publish_catalog(self, generation: int) -> Path:
-        """Move the finished working catalog to its generation name, durably."""
-        catalog_path = self._dir / mf.generation_file("catalog", generation)
-        try:
-            mf.publish(self._catalog.finish(), catalog_path)
-        except OSError as exc:
-            raise write_failed(catalog_path, exc) from exc
-        return catalog_path
-
     def _working_catalog(self) -> Catalog:
-        """The editable copy of the catalog, made on the first change after open or commit."""
-        if not self._catalog.editable:
-            committed = self._manifest.catalog
-            source = self._dir / committed.name if committed else None
-            work = mf.temp_path(self._dir, "catalog.work.sqlite")
-            catalog = Catalog.open_working_copy(source, work)
+        """The writer's catalog; a collection without the versioned database gets one here
+        (rows of an older per-generation catalog file copied in), named by the next manifest."""
+        if self._catalog_id is None or not self._catalog.versioned:
+            legacy = self._manifest.catalog
+            source = self._dir / legacy.name if legacy is not None else None
+            catalog, identity = catalogdb.create(self._dir, self.generation, source)
             self._catalog.close()
-            self._catalog = catalog
+            self._catalog, self._catalog_id = catalog, identity
         return self._catalog
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[None]:
+        """A catalog edit that lost every staged change (SQLite rolled back the whole
+        transaction on a write error) drops the staged vectors too: both stay in step."""
+        try:
+            yield
+        except CollectionError:
+            if not self._catalog.editable and self._store.dirty:
+                self._store.discard_staged()
+            raise
 
     def _require_writable(self, action: str) -> None:
         if self._lock is None:
@@ -377,11 +409,8 @@ class Collection(CollectionReader):
                 return
             self._closed = True
             self._store.discard_staged()
-            if self._catalog.editable:
-                with contextlib.suppress(CollectionError):  # a cut-short copy deletes itself
-                    self._catalog.finish().unlink(missing_ok=True)
-            else:
-                self._catalog.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._catalog.close()  # rolls back what was staged
             if self._lock is not None:
                 self._lock.release()
 

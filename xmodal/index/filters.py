@@ -50,15 +50,16 @@ class Clause:
     op: str
     value: str | float | tuple[str, ...]
 
-    def sql(self) -> tuple[str, list]:
-        """A fixed SQL fragment and its parameters."""
+    def sql(self, vis: str = "1") -> tuple[str, list]:
+        """A fixed SQL fragment and its parameters; ``vis`` selects the tag rows of a generation."""
         if self.field == "ext":
             exts = list(self.value)  # type: ignore[arg-type]
             return "(" + " OR ".join(["lower(path) GLOB ?"] * len(exts)) + ")", [
                 f"*.{e}" for e in exts
             ]
         if self.field == "tag":
-            return "id IN (SELECT id FROM tags WHERE label = ? COLLATE NOCASE)", [self.value]
+            sql = f"id IN (SELECT id FROM tags WHERE label = ? COLLATE NOCASE AND {vis})"
+            return sql, [self.value]
         if self.op == ":":
             return "path GLOB ?", [self.value]
         if self.op == "^=":
@@ -88,11 +89,15 @@ class Filter:
         """True when a clause asks for a tag (the catalog then needs tags to answer)."""
         return any(clause.field == "tag" for clause in self.clauses)
 
-    def sql(self) -> tuple[str, list]:
-        """``(where_sql, params)`` for ``SELECT id FROM items WHERE <where_sql>``."""
+    def sql(self, vis: str = "1") -> tuple[str, list]:
+        """``(where_sql, params)`` for ``SELECT id FROM items WHERE <where_sql>``.
+
+        ``vis`` is the catalog's condition for the rows of the reader's generation
+        (``xmodal.index.versions``), applied to the tag rows a clause consults.
+        """
         if not self.clauses:
             return "1", []
-        parts = [clause.sql() for clause in self.clauses]
+        parts = [clause.sql(vis) for clause in self.clauses]
         return " AND ".join(f"({s})" for s, _ in parts), [p for _, ps in parts for p in ps]
 
     def __str__(self) -> str:

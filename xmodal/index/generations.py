@@ -7,6 +7,7 @@ deleted sit in one place. Only a lock holder ever deletes anything (``sweep``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sqlite3
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from xmodal.errors import CollectionCorruptError, CollectionError
-from xmodal.index import choice
+from xmodal.index import catalogdb, choice
 from xmodal.index import manifest as mf
 from xmodal.index.catalog import Catalog
 from xmodal.index.manifest import Manifest
@@ -143,7 +144,7 @@ def check_counts(directory: Path, manifest: Manifest, store: VectorStore, catalo
     rows, count, live = catalog.count(), manifest.count, store.count
     if rows == count == live:
         return
-    name = directory / manifest.catalog.name if manifest.catalog else "(none)"
+    name = catalog.path or "(none)"
     raise CollectionCorruptError(
         f"collection {directory} is damaged: the manifest counts {count} items and the index "
         f"holds {live}, but the catalog {name} has {rows} rows; restore the directory from a "
@@ -152,11 +153,22 @@ def check_counts(directory: Path, manifest: Manifest, store: VectorStore, catalo
 
 
 def open_catalog(directory: Path, manifest: Manifest) -> Catalog:
-    path = directory / manifest.catalog.name if manifest.catalog else None
+    """The catalog seen at the manifest's generation: the versioned database, an older
+    per-generation file, or (no rows ever committed) an empty one."""
+    if manifest.catalog_id is not None:
+        path = directory / mf.CATALOG_NAME
+        opener = functools.partial(
+            catalogdb.open_reader, directory, manifest.generation, manifest.catalog_id
+        )
+    elif manifest.catalog is not None:
+        path = directory / manifest.catalog.name
+        opener = functools.partial(catalogdb.open_legacy, path)
+    else:
+        return catalogdb.empty(manifest.generation)
     try:
-        return Catalog.open_committed(path)
+        return opener()
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and path is not None and not path.exists():
+        if isinstance(exc, sqlite3.OperationalError) and not path.exists():
             raise
         raise CollectionCorruptError(f"collection file {path} is not a readable catalog") from exc
 
@@ -172,6 +184,11 @@ def sweep(directory: Path, manifest: Manifest) -> None:
     for path in mf.stale_files(directory, keep):
         path.unlink(missing_ok=True)
         removed += 1
+    if manifest.catalog_id is None:  # a database no manifest names (overwritten collection)
+        for name in (mf.CATALOG_NAME, f"{mf.CATALOG_NAME}-wal", f"{mf.CATALOG_NAME}-shm"):
+            if (directory / name).exists():
+                (directory / name).unlink()
+                removed += 1
     if removed:
         mf.fsync_dir(directory)
         log.debug("removed %d stale files from %s", removed, directory)
@@ -222,6 +239,9 @@ def first_manifest(
 def describe(directory: Path, manifest: Manifest) -> CollectionInfo:
     """CollectionInfo of the committed generation described by ``manifest``."""
     data_bytes = sum(entry.size for entry in manifest.files())
+    if manifest.catalog_id is not None:
+        with contextlib.suppress(OSError):
+            data_bytes += (directory / mf.CATALOG_NAME).stat().st_size
     largest = manifest.largest()
     tuned = (largest.tuning or {}) if largest is not None else {}
     if largest is not None:

@@ -1,11 +1,14 @@
 """The keyword index: SQLite FTS5 over each item's caption and file name, inside the catalog.
 
-The FTS table lives in the catalog file and triggers on ``items`` keep it in step with every
-insert, replacement and delete, in the same transaction. So the keyword index is published by
-the collection's commit together with the items it describes, a reader's keyword and vector
-results come from one generation, and a removed item can never be found by keyword. Catalogs
-written before the index existed get it built from their rows in the next writer's working copy
-(any ``xmodal index``, ``remove``, ``tag`` or ``reindex``).
+The FTS table lives in the catalog database and triggers on ``items`` keep it in step with every
+insert and physical delete, in the same transaction; its rowid is the item id. Rows of ``items``
+are versioned (``xmodal.index.versions``): a removed item's text stays in the FTS table until its
+row is purged, and every query keeps only hits whose item row is visible in the reader's
+generation. So a reader's keyword and vector results come from one generation, and a removed
+item can never be found by keyword. (BM25's document statistics count the retired rows not yet
+purged: scores may differ slightly from a freshly built index, rankings within one generation
+are consistent.) Catalogs written before the index existed get it built from their rows when the
+next writer moves them into the versioned database.
 
 Queries: plain words (``red dog``) match items holding ANY of the words, ranked by BM25 (an
 item holding more of them, or rarer ones, ranks higher), as web search engines do. A query
@@ -78,18 +81,19 @@ def match_expression(text: str) -> str:
 
 
 def search(
-    conn: sqlite3.Connection, text: str, k: int, where: tuple[str, Sequence] | None = None
+    conn: sqlite3.Connection, text: str, k: int, where: tuple[str, Sequence], vis: str
 ) -> list[tuple[int, float]]:
     """The ``k`` best ``(id, score)`` for ``text``, best first; score is -BM25 (higher better).
 
-    ``where`` is ``(sql, params)`` of a filter on ``items``, applied before ranking.
+    ``where`` is ``(sql, params)`` of a filter on ``items`` and ``vis`` the condition selecting
+    the item rows of the reader's generation, both applied before ranking.
     """
     expression = match_expression(text)
-    sql = f"SELECT rowid, bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ?"
-    params: list = [expression]
-    if where is not None:
-        sql += f" AND rowid IN (SELECT id FROM items WHERE {where[0]})"
-        params.extend(where[1])
+    sql = (
+        f"SELECT rowid, bm25({TABLE}) FROM {TABLE} WHERE {TABLE} MATCH ? AND EXISTS "
+        f"(SELECT 1 FROM items WHERE id = {TABLE}.rowid AND {vis} AND ({where[0]}))"
+    )
+    params: list = [expression, *where[1]]
     sql += " ORDER BY rank, rowid LIMIT ?"
     try:
         rows = conn.execute(sql, [*params, int(k)]).fetchall()
@@ -100,7 +104,7 @@ def search(
     return [(int(item), -float(score)) for item, score in rows]
 
 
-def has_captions(conn: sqlite3.Connection) -> bool:
+def has_captions(conn: sqlite3.Connection, vis: str) -> bool:
     """True when at least one item has a non-blank caption."""
-    query = "SELECT EXISTS (SELECT 1 FROM items WHERE trim(coalesce(caption, '')) != '')"
+    query = f"SELECT EXISTS (SELECT 1 FROM items WHERE trim(coalesce(caption, '')) != '' AND {vis})"
     return bool(conn.execute(query).fetchone()[0])

@@ -1,9 +1,10 @@
 """The ledger: what became of every input of a batch run, stored in the catalog.
 
-Two tables live in each generation's catalog file beside ``items``, so a chunk's ledger rows are
-published by the same atomic commit as its vectors: ``ledger`` has one row per input uri (its
-status in the run that last saw it) and ``runs`` one row per run (counts, per-stage seconds and
-whether it finished). Catalogs written before the ledger existed simply have no rows.
+Two tables live in the catalog database beside ``items``, versioned like them
+(``xmodal.index.versions``), so a chunk's ledger rows are published by the same commit as its
+vectors and a reader sees the ledger of its own generation: ``ledger`` has one live row per
+input uri (its status in the run that last saw it) and ``runs`` one per run (counts, per-stage
+seconds and whether it finished). Catalogs written before the ledger existed simply have no rows.
 """
 
 from __future__ import annotations
@@ -13,33 +14,41 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from xmodal.index.versions import COLUMNS, LIVE, retire, version_indexes
+
 STATUSES = ("indexed", "unchanged", "failed", "skipped")
 
 SCHEMA = (
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS ledger (
-        uri TEXT PRIMARY KEY,
+        uri TEXT NOT NULL,
         status TEXT NOT NULL,
         reason TEXT,
         message TEXT,
         size INTEGER,
         mtime REAL,
-        run INTEGER NOT NULL
+        run INTEGER NOT NULL,
+        {COLUMNS}
     )
     """,
+    f"CREATE UNIQUE INDEX IF NOT EXISTS ledger_uri ON ledger(uri, {LIVE})",
     "CREATE INDEX IF NOT EXISTS ledger_run_status ON ledger(run, status)",
-    """
+    f"""
     CREATE TABLE IF NOT EXISTS runs (
-        id INTEGER PRIMARY KEY,
+        id INTEGER NOT NULL,
         started TEXT NOT NULL,
         ended TEXT,
         finished INTEGER NOT NULL DEFAULT 0,
         sources TEXT NOT NULL,
         commit_every INTEGER,
         counts TEXT NOT NULL,
-        stages TEXT NOT NULL
+        stages TEXT NOT NULL,
+        {COLUMNS}
     )
     """,
+    f"CREATE UNIQUE INDEX IF NOT EXISTS runs_id ON runs(id, {LIVE})",
+    *version_indexes("ledger"),
+    *version_indexes("runs"),
 )
 _LEDGER_COLUMNS = "uri, status, reason, message, size, mtime, run"
 _RUN_COLUMNS = "id, started, ended, finished, sources, commit_every, counts, stages"
@@ -87,48 +96,59 @@ def create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
-def put_entries(conn: sqlite3.Connection, entries: Sequence[LedgerEntry]) -> None:
-    rows = [(e.uri, e.status, e.reason, e.message, e.size, e.mtime, e.run) for e in entries]
+def put_entries(conn: sqlite3.Connection, entries: Sequence[LedgerEntry], pending: int) -> None:
+    """One live row per uri: a newer entry retires the older (the last of a batch wins)."""
+    latest = {e.uri: e for e in entries}
+    uris = list(latest)
+    for start in range(0, len(uris), _BATCH):
+        batch = uris[start : start + _BATCH]
+        retire(conn, "ledger", f"uri IN ({','.join('?' * len(batch))})", batch, pending)
+    p = int(pending)
+    rows = [
+        (e.uri, e.status, e.reason, e.message, e.size, e.mtime, e.run, p) for e in latest.values()
+    ]
     conn.executemany(
-        f"INSERT OR REPLACE INTO ledger ({_LEDGER_COLUMNS}) VALUES (?,?,?,?,?,?,?)", rows
+        f"INSERT INTO ledger ({_LEDGER_COLUMNS}, added_gen) VALUES (?,?,?,?,?,?,?,?)", rows
     )
 
 
-def entries_for(conn: sqlite3.Connection, uris: Iterable[str]) -> dict[str, LedgerEntry]:
+def entries_for(conn: sqlite3.Connection, uris: Iterable[str], vis: str) -> dict[str, LedgerEntry]:
     found: dict[str, LedgerEntry] = {}
     wanted = list(dict.fromkeys(uris))
     for start in range(0, len(wanted), _BATCH):
         batch = wanted[start : start + _BATCH]
         marks = ",".join("?" * len(batch))
-        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE uri IN ({marks})"
+        query = f"SELECT {_LEDGER_COLUMNS} FROM ledger WHERE uri IN ({marks}) AND {vis}"
         found.update((row[0], LedgerEntry(*row)) for row in conn.execute(query, batch))
     return found
 
 
 def select_entries(
-    conn: sqlite3.Connection, status: str | None, run: int | None
+    conn: sqlite3.Connection, status: str | None, run: int | None, vis: str
 ) -> Iterator[LedgerEntry]:
-    clauses, params = [], []
+    clauses, params = [vis], []
     if status is not None:
         clauses.append("status = ?")
         params.append(status)
     if run is not None:
         clauses.append("run = ?")
         params.append(run)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    where = f" WHERE {' AND '.join(clauses)}"
     query = f"SELECT {_LEDGER_COLUMNS} FROM ledger{where} ORDER BY uri"
     for row in conn.execute(query, params):
         yield LedgerEntry(*row)
 
 
-def status_counts(conn: sqlite3.Connection, run: int) -> dict[str, int]:
+def status_counts(conn: sqlite3.Connection, run: int, vis: str) -> dict[str, int]:
     counts = dict.fromkeys(STATUSES, 0)
-    query = "SELECT status, count(*) FROM ledger WHERE run = ? GROUP BY status"
+    query = f"SELECT status, count(*) FROM ledger WHERE run = ? AND {vis} GROUP BY status"
     counts.update(conn.execute(query, (run,)).fetchall())
     return counts
 
 
-def put_run(conn: sqlite3.Connection, run: RunRecord) -> None:
+def put_run(conn: sqlite3.Connection, run: RunRecord, pending: int) -> None:
+    """Insert or update one run's row (an update retires the older version)."""
+    retire(conn, "runs", "id = ?", (int(run.id),), pending)
     row = (
         run.id,
         run.started,
@@ -138,13 +158,15 @@ def put_run(conn: sqlite3.Connection, run: RunRecord) -> None:
         run.commit_every,
         json.dumps(run.counts, sort_keys=True),
         json.dumps(run.stages, sort_keys=True),
+        int(pending),
     )
-    conn.execute(f"INSERT OR REPLACE INTO runs ({_RUN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?)", row)
+    conn.execute(f"INSERT INTO runs ({_RUN_COLUMNS}, added_gen) VALUES (?,?,?,?,?,?,?,?,?)", row)
 
 
-def select_runs(conn: sqlite3.Connection, last: bool = False) -> list[RunRecord]:
+def select_runs(conn: sqlite3.Connection, vis: str, last: bool = False) -> list[RunRecord]:
     order = " ORDER BY id DESC LIMIT 1" if last else " ORDER BY id"
-    return [_run(row) for row in conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs{order}")]
+    query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE {vis}{order}"
+    return [_run(row) for row in conn.execute(query)]
 
 
 def _run(row: tuple) -> RunRecord:

@@ -4,13 +4,18 @@ A collection directory holds one ``manifest.json`` and immutable data files. Sin
 vectors live in *segments* (Lucene's design): each segment is its own raw float16 embeddings, ids
 and FAISS index, written once and never changed; deleting rows writes a new tombstones file for
 that segment (``<segment>.deletes.gNNNNNN.npy``, the sorted ids removed). A commit writes only new
-segments, new tombstone files and the catalog, then replaces the manifest atomically
-(``xmodal.index.durable``: temp file, fsync, verify, rename, fsync the directory). The manifest
-lists every file of the generation with its size and SHA-256, so readers that read the manifest
-first always see one whole generation, and a damaged file is named on open.
+segments and new tombstone files, commits the catalog's rows of the new generation, then replaces
+the manifest atomically (``xmodal.index.durable``: temp file, fsync, verify, rename, fsync the
+directory). The manifest lists every immutable file of the generation with its size and SHA-256,
+so readers that read the manifest first always see one whole generation, and a damaged file is
+named on open. The catalog is one database shared by all generations (``catalog.sqlite``, rows
+versioned by generation, see ``xmodal.index.versions``): the manifest names it by the identity
+stored inside it (``catalog_id``) instead of a checksum, as it changes with every commit.
+Manifests written before that list a per-generation catalog file (``catalog``) instead.
 
-Format 1 (one monolithic generation: ``index/embeddings/ids.gNNNNNN``) is read as a format-2
-manifest with one segment made of those files; the next commit writes format 2 (no file is
+Format 2 (segments, a catalog file per generation) reads as it is; its next commit writes
+format 3. Format 1 (one monolithic generation: ``index/embeddings/ids.gNNNNNN``) is read as a
+manifest with one segment made of those files; the next commit writes format 3 (no file is
 rewritten for the upgrade: the old files simply stay listed until merged away).
 
 Checksums are SHA-256: with SHA-NI (every recent x86 and ARMv8 server) hashlib's SHA-256 runs at
@@ -40,8 +45,9 @@ from xmodal.index.durable import (  # noqa: F401 (re-exported: the durable-write
     written_digest,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the versioned catalog (catalog_id); 2: segments; 1: one generation
 MANIFEST_NAME = "manifest.json"
+CATALOG_NAME = "catalog.sqlite"
 LOCK_NAME = "lock"
 CHECKSUM_ALGORITHM = "sha256"
 _GENERATION_FILE = re.compile(r"^[a-z]+\.g(\d{6,})\.[a-z0-9.]+$")
@@ -119,7 +125,8 @@ class Manifest:
     checksum: str = CHECKSUM_ALGORITHM
     memory_budget: int | None = None
     segments: tuple[Segment, ...] = ()
-    catalog: FileEntry | None = None
+    catalog: FileEntry | None = None  # a per-generation catalog file (before catalog_id)
+    catalog_id: str | None = None  # identity of catalog.sqlite, the versioned catalog
     projection: str = "none"  # the requested spec
     projection_file: FileEntry | None = None
     projection_fit: dict[str, Any] | None = None  # what was fitted, with its measured recall
