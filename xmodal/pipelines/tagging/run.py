@@ -49,7 +49,8 @@ def tag_collection(encoder, collection: Collection, settings: TagSettings) -> Ta
     """Tag the untagged items of a writable ``collection`` and commit; see the module docstring."""
     collection.check_encoder(encoder.spec.to_dict())
     fingerprint = settings.fingerprint()
-    retag = collection.tag_settings() != fingerprint
+    previous = collection.tag_settings()
+    retag = previous != fingerprint  # a first run tags everything, as a change of settings does
     ids, rows = collection.raw_embeddings()
     pending = ids if retag else np.asarray(collection.untagged_ids(), np.int64)
     if not retag and not len(pending):
@@ -74,7 +75,8 @@ def tag_collection(encoder, collection: Collection, settings: TagSettings) -> Ta
             counts[tag.label] = counts.get(tag.label, 0) + 1
     empty = sum(1 for chosen in tags.values() if not chosen)
     log.info("tagged %d items (%s)", len(tags), "all again" if retag else "new ones")
-    return TagReport(len(tags), collection.count - len(tags), retag, counts, empty)
+    retagged_all = retag and previous is not None
+    return TagReport(len(tags), collection.count - len(tags), retagged_all, counts, empty)
 
 
 def classify_images(
