@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from xmodal.encoders.hardware import PRECISIONS, resolve_device, resolve_precision
+from xmodal.encoders.hardware import PRECISIONS, resolve
 from xmodal.encoders.loading import resolve_model
 from xmodal.encoders.logits import ZeroShotHead, zero_shot_head
 from xmodal.encoders.naflex import NaflexPipeline, naflex_from_processor, unpack
@@ -228,8 +228,8 @@ def _normalised(output: Any) -> np.ndarray:
 
 def load_encoder(
     name_or_path: str | os.PathLike,
-    device: str = "auto",
-    precision: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
     *,
     revision: str | None = None,
     fast_preprocessing: bool = True,
@@ -237,13 +237,13 @@ def load_encoder(
     """Load a Hugging Face dual encoder (CLIP, SigLIP, SigLIP 2, Chinese-CLIP, AltCLIP, ...).
 
     ``name_or_path`` is a hub id or a local directory; weights load from safetensors only.
-    ``precision="auto"`` picks bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16),
-    fp32 elsewhere. ``fast_preprocessing`` reproduces the processor with reduced-size JPEG
-    decoding; turn it off to run the model's own processor on full-size decodes.
+    ``device`` and ``precision`` left at None take ``$XMODAL_DEVICE`` / ``$XMODAL_PRECISION``,
+    else ``auto``. ``precision="auto"`` picks bf16 on CUDA and on CPUs with native bf16
+    (AMX/AVX-512 BF16), fp32 elsewhere. ``fast_preprocessing`` reproduces the processor with
+    reduced-size JPEG decoding; turn it off to run the model's own processor on full-size decodes.
     """
+    torch_device, chosen = resolve(device, precision)
     source = resolve_model(name_or_path, revision)
-    torch_device = resolve_device(device)
-    chosen = resolve_precision(precision, torch_device)
     model, processor = _load_model(source.directory, name_or_path)
     model.to(device=torch_device, dtype=PRECISIONS[chosen]).eval()
     pixels = _pixel_pipeline(processor, fast_preprocessing)
