@@ -7,33 +7,24 @@ import os
 from pathlib import Path
 
 import pytest
+from shared_helpers import CAPTIONED, shared
 
 # Tests never touch the network: no hub calls, no telemetry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-SHARED_DATA = Path(
-    os.environ.get("XMODAL_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-CAPTIONED = SHARED_DATA / "captioned"
-
 
 @pytest.fixture(scope="session")
 def captioned_photos() -> list[Path]:
     """The real photos of ../shared/data/captioned, in a stable order."""
-    images = CAPTIONED / "images"
-    if not images.is_dir():
-        pytest.skip(f"shared photos not found at {images} (set XMODAL_SHARED_DATA)")
+    images = shared(CAPTIONED / "images")
     return sorted(p for p in images.iterdir() if p.is_file())
 
 
 @pytest.fixture(scope="session")
 def captions() -> dict[str, list[str]]:
-    path = CAPTIONED / "captions.jsonl"
-    if not path.is_file():
-        pytest.skip(f"captions not found at {path}")
+    path = shared(CAPTIONED / "captions.jsonl")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return {row["file"]: row["captions"] for row in rows}
 

@@ -90,16 +90,34 @@ def snapshot(directory: Path) -> dict:
 
 ZYGOTE = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     from xmodal.cli import main
     from xmodal.encoders import load_encoder
+    from xmodal.index import Collection
+    from xmodal.pipelines.accounting import RunBook
     import xmodal.index, xmodal.pipelines.indexing  # noqa: F401
 
+    HOLD_SITES = {"add": (Collection, "add"), "commit": (RunBook, "_commit")}
+
+    def hold_after(site, calls, marker):
+        # After the calls-th call of the site returns: create the marker, then block until a
+        # signal arrives (SIGINT raises KeyboardInterrupt out of the sleep, as at any Ctrl-C).
+        owner, name = HOLD_SITES[site]
+        real, seen = getattr(owner, name), [0]
+        def held(*args, **kwargs):
+            result = real(*args, **kwargs)
+            seen[0] += 1
+            if seen[0] == calls:
+                open(marker, "x").close()
+                time.sleep(300)  # bounded: the test signals within its own timeout
+            return result
+        setattr(owner, name, held)
+
     # Loading once pays the lazy imports here rather than in every run (it encodes nothing).
-    load_encoder(sys.argv[1], device="cpu")
+    load_encoder(sys.argv[1], device="cpu", precision="fp32")
     print("ready", flush=True)
     for line in sys.stdin:
-        argv = json.loads(line)
+        request = json.loads(line)
         pid = os.fork()
         if pid == 0:
             sys.stdin.close()
@@ -107,7 +125,9 @@ ZYGOTE = textwrap.dedent(
             os.dup2(devnull, 1)
             code = 1
             try:
-                code = main(argv)
+                if request["hold"]:
+                    hold_after(*request["hold"])
+                code = main(request["argv"])
             finally:
                 sys.stderr.flush()
                 os._exit(code)
@@ -116,6 +136,20 @@ ZYGOTE = textwrap.dedent(
         print(f"status {os.waitstatus_to_exitcode(status)}", flush=True)
     """
 )
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Where a forked run stops for its signal: after its ``calls``-th ``site`` call returned.
+
+    ``site`` is "add" (rows staged in the collection, not committed) or "commit" (a chunk and
+    its ledger entries committed). The run creates ``marker`` there and blocks, so a signal sent
+    once the marker exists always lands mid-run, at a known point, with no clock involved.
+    """
+
+    site: str
+    calls: int
+    marker: Path
 
 
 class Zygote:
@@ -139,9 +173,11 @@ class Zygote:
         )
         assert self.proc.stdout.readline() == "ready\n"
 
-    def start(self, argv: list[str]) -> int:
-        """Fork a run of ``xmodal ARGV``; returns its pid."""
-        self.proc.stdin.write(json.dumps([str(a) for a in argv]) + "\n")
+    def start(self, argv: list[str], hold: Hold | None = None) -> int:
+        """Fork a run of ``xmodal ARGV`` (held at ``hold``, if given); returns its pid."""
+        held = [hold.site, hold.calls, str(hold.marker)] if hold else None
+        request = {"argv": [str(a) for a in argv], "hold": held}
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         assert line.startswith("pid "), line

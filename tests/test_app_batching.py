@@ -105,7 +105,6 @@ def test_other_calls_pass_through():
         TextBatcher(encoder, max_batch=0)
 
 
-@pytest.mark.slow
 def test_batched_retriever_matches_the_plain_one(tiny_clip_dir, tmp_path):
     from xmodal.encoders import load_encoder
     from xmodal.index import Collection, Record

@@ -8,8 +8,6 @@ from app_helpers import build_photo_collection
 
 from xmodal.app import AppConfig
 
-pytestmark = pytest.mark.slow
-
 
 @pytest.fixture(scope="module")
 def real(tiny_clip_dir, captioned_photos, tmp_path_factory):

@@ -43,7 +43,6 @@ def test_network_guard_blocks_outside_hosts(monkeypatch):
     assert attempts == ["getaddrinfo example.com", "connect ('192.0.2.1', 80)"]
 
 
-@pytest.mark.slow
 def test_live_round_trip_with_gradio_client_and_token(monkeypatch, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -122,7 +121,6 @@ def photo_server(tiny_clip_dir, captioned_photos, tmp_path_factory):
     retriever.collection.close()
 
 
-@pytest.mark.slow
 def test_twenty_clients_ten_queries_each_without_errors(photo_server, monkeypatch):
     server, retriever = photo_server
     attempts = block_internet(monkeypatch)

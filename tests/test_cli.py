@@ -29,6 +29,10 @@ def photo_folder(tmp_path: Path, captioned_photos: list[Path]) -> Path:
     return folder
 
 
+# Indexing and querying in fp32, for the tests that compare the CLI's scores with numbers.
+EXACT = ("--device", "cpu", "--precision", "fp32")
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main([str(a) for a in argv])
     out, err = capsys.readouterr()
@@ -40,7 +44,7 @@ def test_index_search_json_and_rerun(
 ) -> None:
     col = tmp_path / "col"
     code, out, err = run(
-        capsys, "index", photo_folder, "-c", col, "--model", tiny_clip_dir, "--workers", "1"
+        capsys, "index", photo_folder, "-c", col, "--model", tiny_clip_dir, "--workers", "1", *EXACT
     )
     assert code == 0, err
     assert "seen 22: indexed 20, unchanged 0, failed 2" in out and "images/s" in out
@@ -48,7 +52,7 @@ def test_index_search_json_and_rerun(
         "empty.jpg" in err and "[empty]" in err and "notes.png" in err and "[not-an-image]" in err
     )
 
-    code, out, err = run(capsys, "search", "-c", col, "a photo", "-k", "5", "--json")
+    code, out, err = run(capsys, "search", "-c", col, "a photo", "-k", "5", "--json", *EXACT)
     assert code == 0, err
     results = json.loads(out)["results"]
     assert len(results) == 5
@@ -58,7 +62,7 @@ def test_index_search_json_and_rerun(
     assert {r["caption"] for r in results} <= {None, "a captioned photo"}
 
     # The scores are the encoder's own cosine similarities, brute force.
-    encoder = load_encoder(tiny_clip_dir, device="cpu")
+    encoder = load_encoder(tiny_clip_dir, device="cpu", precision="fp32")
     query = encoder.encode_texts(["a photo"])[0]
     with Collection.open(col) as collection:
         stored = collection.get_records(range(100))
@@ -84,12 +88,10 @@ def test_image_query_finds_the_same_photo(
     photo_folder: Path, tmp_path: Path, tiny_clip_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     col = tmp_path / "col"
-    assert (
-        run(capsys, "index", photo_folder, "-c", col, "--model", tiny_clip_dir, "--workers", "0")[0]
-        == 0
-    )
+    argv = ["index", photo_folder, "-c", col, "--model", tiny_clip_dir, "--workers", "0", *EXACT]
+    assert run(capsys, *argv)[0] == 0
     query = next(photo_folder.glob("*.jpg"))
-    code, out, _ = run(capsys, "search", "-c", col, "--image", query, "-k", "1", "--json")
+    code, out, _ = run(capsys, "search", "-c", col, "--image", query, "-k", "1", "--json", *EXACT)
     assert code == 0
     hit = json.loads(out)["results"][0]
     assert Path(hit["path"]) == query.resolve() and hit["score"] == pytest.approx(1.0, abs=1e-4)

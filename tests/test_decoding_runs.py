@@ -82,7 +82,6 @@ def ledger(collection: Path) -> dict[str, tuple[str, str | None]]:
 # --- Ghostscript ---------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_xmodal_index_never_runs_ghostscript(
     tmp_path: Path, tiny_clip_dir: Path, captioned_photos: list[Path]
 ) -> None:
@@ -158,7 +157,6 @@ POISON = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGSEGV, signal.SIGKILL], ids=["segfault", "oom-kill"])
 def test_an_inline_run_killed_by_a_file_is_finished_by_the_next_run(
     tmp_path: Path, tiny_clip_dir: Path, captioned_photos: list[Path], sig: int
@@ -191,7 +189,6 @@ def test_an_inline_run_killed_by_a_file_is_finished_by_the_next_run(
     assert not (tmp_path / "c" / SUSPECTS).exists() and not (tmp_path / "c" / NOW).exists()
 
 
-@pytest.mark.slow
 def test_a_suspect_that_decodes_in_isolation_is_indexed(
     tmp_path: Path, encoder, captioned_photos: list[Path]
 ) -> None:

@@ -96,7 +96,6 @@ def short_run(tmp_path_factory: pytest.TempPathFactory):
     return train_demo_model(out, seed=0, config=DemoConfig(steps=SHORT_STEPS))
 
 
-@pytest.mark.slow
 def test_short_training_learns(short_run, tmp_path) -> None:
     report = short_run
     assert report.steps == SHORT_STEPS
@@ -108,7 +107,6 @@ def test_short_training_learns(short_run, tmp_path) -> None:
     assert precision >= 0.4
 
 
-@pytest.mark.slow
 def test_saved_demo_model_is_complete_and_published_atomically(short_run) -> None:
     out = short_run.out_dir
     names = {p.name for p in out.iterdir()}
@@ -119,7 +117,6 @@ def test_saved_demo_model_is_complete_and_published_atomically(short_run) -> Non
     assert record["steps"] == short_run.steps and record["config"]["steps"] == SHORT_STEPS
 
 
-@pytest.mark.slow
 def test_ensure_demo_model_reuses_a_complete_directory(short_run, monkeypatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("must not retrain")

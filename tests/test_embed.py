@@ -133,7 +133,9 @@ def clip_encoder(tiny_clip_dir):
 
 
 def _embed(capsys, *args: str) -> dict:
-    assert main(["embed", *args, "--workers", "0", "--json"]) == 0
+    """`xmodal embed` in fp32, so its rows can be compared with clip_encoder's."""
+    exact = ["--device", "cpu", "--precision", "fp32"]
+    assert main(["embed", *args, *exact, "--workers", "0", "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 

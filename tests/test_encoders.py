@@ -122,16 +122,22 @@ def test_fast_preprocessing_stays_within_0999_of_reference(
     assert min_cosine(ours, reference_images(vit_b32_dir, large_jpegs)) >= 0.999
 
 
-def test_bf16_stays_within_0999_of_fp32(
-    tiny_clip_dir: Path, captioned_photos: list[Path], captions: dict[str, list[str]]
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_stays_within_0999_of_fp32(
+    precision: str,
+    tiny_clip_dir: Path,
+    captioned_photos: list[Path],
+    captions: dict[str, list[str]],
 ) -> None:
+    """The documented bound, for every reduced precision, on CPU (fp16 matmuls run there too)."""
     photos = captioned_photos[:24]
     texts = [caps[0] for caps in list(captions.values())[:24]]
     fp32 = load_encoder(tiny_clip_dir, device="cpu", precision="fp32")
-    bf16 = load_encoder(tiny_clip_dir, device="cpu", precision="bf16")
-    assert bf16.spec.precision == "bf16"
-    assert min_cosine(bf16.encode_images(photos), fp32.encode_images(photos)) >= 0.999
-    assert min_cosine(bf16.encode_texts(texts), fp32.encode_texts(texts)) >= 0.999
+    reduced = load_encoder(tiny_clip_dir, device="cpu", precision=precision)
+    assert reduced.spec.precision == precision
+    assert next(reduced.model.parameters()).dtype == hardware.PRECISIONS[precision]
+    assert min_cosine(reduced.encode_images(photos), fp32.encode_images(photos)) >= 0.999
+    assert min_cosine(reduced.encode_texts(texts), fp32.encode_texts(texts)) >= 0.999
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,7 +156,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
 def test_auto_precision_on_this_machine_matches_fp32(
     tiny_clip_dir: Path, captioned_photos: list[Path]
 ) -> None:
-    auto = load_encoder(tiny_clip_dir, device="cpu")
+    auto = load_encoder(tiny_clip_dir, device="cpu", precision="auto")
     expected = "bf16" if hardware.cpu_has_fast_bf16() else "fp32"
     assert auto.spec.precision == expected
     fp32 = load_encoder(tiny_clip_dir, device="cpu", precision="fp32")

@@ -24,7 +24,7 @@ def run_all():
         sys.path.remove(str(BENCHMARKS))
 
 
-@pytest.mark.slow  # imports torch for the machine facts: ~15 s on a busy 2-core machine
+# imports torch for the machine facts: ~15 s on a busy 2-core machine
 def test_collect_writes_one_table_with_every_results_file(run_all, tmp_path: Path) -> None:
     machine = {
         "cpu_model": "Test CPU",

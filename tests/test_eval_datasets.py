@@ -38,7 +38,7 @@ def test_captions_jsonl_keeps_every_caption_with_its_image(tmp_path: Path) -> No
 
 
 def test_shared_captioned_set_parses(captions: dict[str, list[str]]) -> None:
-    from tests.conftest import CAPTIONED
+    from shared_helpers import CAPTIONED
 
     data = load_dataset(CAPTIONED / "captions.jsonl")
     assert len(data.images) == len(captions) == 298

@@ -28,7 +28,7 @@ def _eval(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.slow  # encodes a world and sweeps twice: ~9 s
+# encodes a world and sweeps twice: ~9 s
 def test_demo_model_has_high_recall_and_the_cache_skips_encoding(
     world: Path,
     demo_model_dir: Path,
@@ -92,10 +92,9 @@ def test_smoke_on_real_photos_with_a_random_model(
     tiny_clip_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A random model on real photos: runs end to end; its recall is near chance, not judged."""
-    from tests.conftest import CAPTIONED
+    from shared_helpers import CAPTIONED, shared
 
-    if not (CAPTIONED / "captions.jsonl").is_file():
-        pytest.skip("shared captioned photos not found")
+    shared(CAPTIONED / "captions.jsonl")
     args = [str(CAPTIONED), "--model", str(tiny_clip_dir), "--cache-dir", str(tmp_path)]
     report = _eval(capsys, *args, "--limit", "16", "--workers", "0")
     assert (report["n_images"], report["failed_images"]) == (16, [])

@@ -50,7 +50,6 @@ def _row(report, label: str):
     return next(row for row in report.rows if row.label == label)
 
 
-@pytest.mark.slow  # shares a ~10 s sweep over 600 images
 def test_exact_row_is_high_and_far_above_chance(report) -> None:
     exact = report.rows[0]
     assert exact.method == "exact" and exact.dim == DIM and exact.bytes_per_vector == 4 * DIM
@@ -59,7 +58,6 @@ def test_exact_row_is_high_and_far_above_chance(report) -> None:
     assert report.chance["image_to_text"][1] == pytest.approx(2 / 1200)
 
 
-@pytest.mark.slow  # shares a ~10 s sweep over 600 images
 def test_projection_recall_falls_with_dimension(report) -> None:
     rows = [_row(report, spec) for spec in ("pca:32", "pca:16", "pca:4")]
     assert [r.dim for r in rows] == [32, 16, 4]
@@ -70,7 +68,6 @@ def test_projection_recall_falls_with_dimension(report) -> None:
     assert task[0] >= task[2] and report.rows[0].recall["text_to_image"][10] >= task[0] - 0.01
 
 
-@pytest.mark.slow  # shares a ~10 s sweep over 600 images
 def test_quantisation_sizes_and_order(report) -> None:
     sizes = {r.label: r.bytes_per_vector for r in report.rows if r.method == "quantisation"}
     pq = default_pq_bytes(DIM)
@@ -91,7 +88,6 @@ def test_quantisation_sizes_and_order(report) -> None:
     assert vs["binary rescored x10"] > vs["binary"] + 0.1
 
 
-@pytest.mark.slow  # shares a ~10 s sweep over 600 images
 def test_index_rows_report_factory_tuning_and_a_curve(report) -> None:
     auto = next(r for r in report.rows if r.method == "index" and r.label.startswith("auto"))
     assert auto.params["factory"] == "Flat" and auto.vs_exact["text_to_image"] == 1.0
@@ -105,7 +101,6 @@ def test_index_rows_report_factory_tuning_and_a_curve(report) -> None:
     assert recalls == sorted(recalls) and recalls[-1] == pytest.approx(1.0)  # nprobe = nlist
 
 
-@pytest.mark.slow  # shares a ~10 s sweep over 600 images
 def test_report_renders_as_table_and_json(report) -> None:
     text = summary(report)
     assert "| exact fp32 | 64 | 256 |" in text and "| chance |" in text

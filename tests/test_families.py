@@ -130,16 +130,20 @@ def test_save_tiny_refuses_an_unknown_family(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_parity_with_the_family_reference_fp32_and_bf16(
+def test_parity_with_the_family_reference_in_every_precision(
     family: str, family_dir, photos: list[Image.Image], texts: list[str]
 ) -> None:
     directory = family_dir(family)
     ref_images, ref_texts = reference(directory, family, photos, texts)
-    for precision, floor in (("fp32", 0.9999), ("bf16", 0.999)):
+    for precision, floor in (("fp32", 0.9999), ("bf16", 0.999), ("fp16", 0.999)):
         encoder = load_encoder(directory, device="cpu", precision=precision)
         assert encoder.spec.preprocessing["pipeline"] == EXPECTED[family][2]
-        images = encoder.encode_images(photos, batch_size=100)
-        assert min_cosine(images, ref_images) >= floor, (family, precision, "images")
+        if (family, precision) == ("align", "fp16"):  # its image tower vanishes to zeros in fp16
+            with pytest.raises(XmodalError, match="empty or non-finite embeddings in fp16"):
+                encoder.encode_images(photos[:2])
+        else:
+            images = encoder.encode_images(photos, batch_size=100)
+            assert min_cosine(images, ref_images) >= floor, (family, precision, "images")
         assert min_cosine(encoder.encode_texts(texts), ref_texts) >= floor, (family, precision)
 
 

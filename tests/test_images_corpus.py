@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,16 +10,11 @@ import numpy as np
 import pytest
 from image_helpers import UPRIGHT, mean_diff, raise_reason, rgb_array
 from PIL import Image
+from shared_helpers import ODD_IMAGES, shared
 
 from xmodal.images import load_image
 
-SHARED_DATA = Path(
-    os.environ.get("XMODAL_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-ODD_IMAGES = SHARED_DATA / "odd-images"
 MANIFEST = ODD_IMAGES / "manifest.jsonl"
-MISSING_DATA = f"shared test data not found at {ODD_IMAGES} (set XMODAL_SHARED_DATA to its parent)"
 
 # What PIL's own error says -> (our reason, words our message must contain).
 EXPECTED_FAILURES = {
@@ -32,16 +26,13 @@ EXPECTED_FAILURES = {
 
 def _manifest() -> list[Any]:
     if not MANIFEST.is_file():
-        return [pytest.param(None, id="manifest-missing", marks=pytest.mark.skip(MISSING_DATA))]
+        return [pytest.param(None, id="manifest-missing")]  # the test says what is missing
     entries = [json.loads(line) for line in MANIFEST.read_text().splitlines() if line.strip()]
     return [pytest.param(entry, id=entry["file"]) for entry in entries]
 
 
 def _odd(name: str) -> Path:
-    path = ODD_IMAGES / name
-    if not path.is_file():
-        pytest.skip(MISSING_DATA)
-    return path
+    return shared(ODD_IMAGES / name)
 
 
 # --- the shared corpus ---------------------------------------------------------------------------
@@ -49,7 +40,9 @@ def _odd(name: str) -> Path:
 
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # hopper_bad_exif.jpg
 @pytest.mark.parametrize("entry", _manifest())
-def test_manifest_entry(entry: dict[str, Any]) -> None:
+def test_manifest_entry(entry: dict[str, Any] | None) -> None:
+    if entry is None:
+        shared(MANIFEST)
     path = _odd(entry["file"])
     if entry["expected_decode"]:
         _check_decodes(path, entry)

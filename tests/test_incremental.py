@@ -35,7 +35,8 @@ def make_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip_dir: Path):
-    return load_encoder(tiny_clip_dir, device="cpu")
+    """fp32: stored vectors are compared bit for bit across runs that batch them differently."""
+    return load_encoder(tiny_clip_dir, device="cpu", precision="fp32")
 
 
 class CountingEncoder:

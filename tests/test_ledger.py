@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ledger_helpers import CountingPreparer, CrashingPreparer, WithPreparer
+from shared_helpers import ODD_IMAGES as ODD
+from shared_helpers import shared
 
 from xmodal.cli import main
 from xmodal.encoders import load_encoder
@@ -19,19 +21,18 @@ from xmodal.index import Collection
 from xmodal.pipelines.indexing import IndexConfig, index_paths
 from xmodal.pipelines.workers import make_pool, prepare_stream
 
-ODD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "odd-images"
 CONFIG = IndexConfig(batch_size=4, workers=0, progress=False, commit_every=8)
 
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip_dir: Path):
-    return load_encoder(tiny_clip_dir, device="cpu")
+    """fp32: stored rows are compared with a plain encode of the same photos."""
+    return load_encoder(tiny_clip_dir, device="cpu", precision="fp32")
 
 
 def odd_manifest() -> dict[str, dict]:
-    if not (ODD / "manifest.jsonl").is_file():
-        pytest.skip(f"odd images not found at {ODD}")
-    rows = [json.loads(line) for line in (ODD / "manifest.jsonl").read_text().splitlines()]
+    manifest = shared(ODD / "manifest.jsonl")
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
     return {row["file"]: row for row in rows}
 
 
@@ -53,7 +54,6 @@ def build_folder(root: Path, photos: list[Path]) -> dict[str, Path]:
     }
 
 
-@pytest.mark.slow
 def test_every_input_is_accounted_for_and_rerun_decodes_nothing(
     tmp_path: Path, encoder, captioned_photos: list[Path]
 ) -> None:
@@ -184,7 +184,6 @@ def test_a_run_where_everything_fails_still_commits_its_ledger(
     assert "seen 2 = indexed 0 + unchanged 0 + failed 2 + skipped 0" in out
 
 
-@pytest.mark.slow
 def test_a_worker_crash_costs_only_the_file_that_caused_it(
     tmp_path: Path, encoder, captioned_photos: list[Path]
 ) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_helpers import import_or_unavailable
 
-ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'xmodal[ray]')")
+ray = import_or_unavailable("ray", "Ray is not installed (pip install 'xmodal[ray]')")
 
 from xmodal.cli import main  # noqa: E402
 from xmodal.encoders import load_encoder  # noqa: E402
@@ -20,6 +21,9 @@ from xmodal.pipelines.distributed.shards import SHARDS_DIR  # noqa: E402
 from xmodal.pipelines.indexing import IndexConfig, index_paths  # noqa: E402
 
 N_PHOTOS = 14
+# Ray and the plain path are compared row by row, so both run in fp32 whatever $XMODAL_PRECISION
+# or the CPU would choose.
+EXACT = {"device": "cpu", "precision": "fp32"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +54,7 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory, captioned_photos: list[P
 
 @pytest.fixture(scope="module")
 def encoder(tiny_clip_dir: Path):
-    return load_encoder(str(tiny_clip_dir), device="cpu", precision="fp32")
+    return load_encoder(str(tiny_clip_dir), **EXACT)
 
 
 def _plain(encoder, directory: Path, sources: list[str]) -> Collection:
@@ -78,7 +82,6 @@ class _Killed(Exception):
     pass
 
 
-@pytest.mark.slow
 def test_folder_on_ray_resumes_from_finished_shards_and_matches_plain_path(
     ray_cluster, encoder, photo_dir: Path, tmp_path: Path, tiny_clip_dir: Path, capsys
 ) -> None:
@@ -89,7 +92,7 @@ def test_folder_on_ray_resumes_from_finished_shards_and_matches_plain_path(
         if len(finished) == 2:
             raise _Killed
 
-    config = RayIndexConfig(shard_size=4, batch_size=4, on_shard=die_after_two)
+    config = RayIndexConfig(shard_size=4, batch_size=4, on_shard=die_after_two, **EXACT)
     collection = Collection.create(tmp_path / "ray", encoder.spec.to_dict())
     with collection, pytest.raises(_Killed):
         index_with_ray(encoder, collection, [str(photo_dir)], config)
@@ -116,7 +119,6 @@ def test_folder_on_ray_resumes_from_finished_shards_and_matches_plain_path(
     assert (again["unchanged"], again["indexed"], again["failed"]) == (N_PHOTOS, 0, 1)
 
 
-@pytest.mark.slow
 def test_parquet_source_on_ray_matches_plain_path(
     ray_cluster, encoder, photo_dir: Path, tmp_path: Path
 ) -> None:
@@ -129,7 +131,7 @@ def test_parquet_source_on_ray_matches_plain_path(
     sources = [str(tmp_path / "list.parquet")]
     want = _plain(encoder, tmp_path / "plain", sources)
     with Collection.create(tmp_path / "ray", encoder.spec.to_dict()) as collection:
-        config = RayIndexConfig(shard_size=5, batch_size=4, commit_every=7)
+        config = RayIndexConfig(shard_size=5, batch_size=4, commit_every=7, **EXACT)
         report, stats = index_with_ray(encoder, collection, sources, config)
     assert (report.indexed, report.failed, stats.shards, stats.computed) == (N_PHOTOS, 1, 3, 3)
     got = Collection.open(tmp_path / "ray")

@@ -169,7 +169,6 @@ def test_a_binary_parquet_column_holds_non_utf8_names(tmp_path: Path) -> None:
     assert item.uri == os.fsdecode(raw) and item.size == len(png_bytes())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
 def test_tables_stream_with_flat_memory(tmp_path: Path, suffix: str) -> None:
     rows = 20_000

@@ -8,15 +8,13 @@ import os
 from pathlib import Path
 
 import pytest
+from shared_helpers import ODD_IMAGES, shared
 from source_helpers import PREPARER, png_bytes, relative, traced_peaks
 
-from tests.conftest import SHARED_DATA
 from xmodal.errors import XmodalError
 from xmodal.pipelines.maintenance import file_hash
 from xmodal.pipelines.sources import Item, Skipped, SourcePolicy, iter_inputs, iter_items
 from xmodal.pipelines.workers import prepare_one
-
-ODD_IMAGES = SHARED_DATA / "odd-images"
 
 
 def test_folders_are_walked_recursively_in_a_stable_order(tmp_path: Path) -> None:
@@ -157,8 +155,7 @@ def test_a_folder_that_cannot_be_listed_is_accounted_for(
 
 
 def test_the_odd_images_folder_is_accounted_for_completely() -> None:
-    if not ODD_IMAGES.is_dir():
-        pytest.skip(f"odd images not found at {ODD_IMAGES}")
+    shared(ODD_IMAGES)
     found = list(iter_inputs([ODD_IMAGES]))
     names = [Path(x.uri).name for x in found]
     assert sorted(names) == sorted(p.name for p in ODD_IMAGES.iterdir())  # each exactly once
@@ -180,7 +177,6 @@ def test_non_utf8_file_names_are_walked_and_decoded(tmp_path: Path) -> None:
     assert file_hash(item.uri) == hashlib.blake2b(png_bytes(), digest_size=16).hexdigest()
 
 
-@pytest.mark.slow
 def test_folders_stream_one_directory_at_a_time(tmp_path: Path) -> None:
     for folder in range(20):
         (tmp_path / f"d{folder:02d}").mkdir()

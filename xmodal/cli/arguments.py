@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from xmodal.pipelines.sources import SourcePolicy
 
+from xmodal.encoders.settings import DEVICE_FORMS, PRECISION_CHOICES
+
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 
@@ -18,12 +20,13 @@ def model_args(p: argparse.ArgumentParser, default_help: str | None = None) -> N
         p.add_argument("--model", "-m", default=DEFAULT_MODEL, help=f"default {DEFAULT_MODEL}")
     else:
         p.add_argument("--model", "-m", help=f"hub id or local model directory ({default_help})")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    # None: load_encoder settles it ($XMODAL_DEVICE / $XMODAL_PRECISION, else auto).
+    p.add_argument("--device", help=f"{DEVICE_FORMS} (default: $XMODAL_DEVICE, else auto)")
     p.add_argument(
         "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: bf16 on GPUs and CPUs with native bf16, else fp32",
+        choices=PRECISION_CHOICES,
+        help="auto: bf16 on GPUs and CPUs with native bf16, else fp32 "
+        "(default: $XMODAL_PRECISION, else auto)",
     )
 
 

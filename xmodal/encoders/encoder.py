@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from xmodal.encoders.hardware import PRECISIONS, resolve_device, resolve_precision
+from xmodal.encoders.hardware import PRECISIONS, resolve
 from xmodal.encoders.loading import resolve_model
 from xmodal.encoders.logits import ZeroShotHead, zero_shot_head
 from xmodal.encoders.naflex import NaflexPipeline, naflex_from_processor, unpack
@@ -34,7 +34,7 @@ from xmodal.encoders.representation import (
     tower_width,
 )
 from xmodal.encoders.spec import EncoderSpec
-from xmodal.errors import ModelLoadError
+from xmodal.errors import ModelLoadError, XmodalError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Encoder:
         with torch.inference_mode():
             inputs = self._pixel_inputs(np.ascontiguousarray(batch, dtype=np.float32))
             if chosen.kind == "embedding":
-                return _normalised(self.model.get_image_features(**inputs))
+                return _normalised(self.model.get_image_features(**inputs), self.spec.precision)
             check_supported(self.model, chosen, "image")
             return image_features(self.model, inputs, chosen).cpu().numpy()
 
@@ -203,7 +203,9 @@ class Encoder:
                 tokens, mask = self._tokenize([texts[i] for i in rows])
                 tokens = {k: v.to(self._device) for k, v in tokens.items()}
                 if chosen.kind == "embedding":
-                    out[rows] = _normalised(self.model.get_text_features(**tokens))
+                    out[rows] = _normalised(
+                        self.model.get_text_features(**tokens), self.spec.precision
+                    )
                 else:
                     out[rows] = text_features(self.model, tokens, mask, chosen).cpu().numpy()
                 bar.update(len(rows))
@@ -216,20 +218,31 @@ def _quiet(progress: bool | None, n: int, batch_size: int) -> bool | None:
     return not progress
 
 
-def _normalised(output: Any) -> np.ndarray:
-    """Features from get_*_features (a tensor, or an output object in transformers 5)."""
+def _normalised(output: Any, precision: str) -> np.ndarray:
+    """Features from get_*_features (a tensor, or an output object in transformers 5).
+
+    A row of zeros, inf or NaN is refused rather than stored: it is what a tower whose
+    activations overflow or vanish in a reduced precision gives (a tiny ALIGN in fp16 on CPU
+    returns zeros), and normalising it would hide that.
+    """
     if not isinstance(output, torch.Tensor):
         pooled = getattr(output, "pooler_output", None)
         output = pooled if pooled is not None else output[0]
     features = output.float()
+    if not bool(torch.isfinite(features).all()) or bool((features.abs().amax(dim=-1) == 0).any()):
+        raise XmodalError(
+            f"the model gave empty or non-finite embeddings in {precision}: its activations "
+            "overflow or vanish at that precision; run it in fp32 or bf16 (--precision, or "
+            "XMODAL_PRECISION)"
+        )
     features = torch.nn.functional.normalize(features, dim=-1)
     return features.cpu().numpy()
 
 
 def load_encoder(
     name_or_path: str | os.PathLike,
-    device: str = "auto",
-    precision: str = "auto",
+    device: str | None = None,
+    precision: str | None = None,
     *,
     revision: str | None = None,
     fast_preprocessing: bool = True,
@@ -237,13 +250,13 @@ def load_encoder(
     """Load a Hugging Face dual encoder (CLIP, SigLIP, SigLIP 2, Chinese-CLIP, AltCLIP, ...).
 
     ``name_or_path`` is a hub id or a local directory; weights load from safetensors only.
-    ``precision="auto"`` picks bf16 on CUDA and on CPUs with native bf16 (AMX/AVX-512 BF16),
-    fp32 elsewhere. ``fast_preprocessing`` reproduces the processor with reduced-size JPEG
-    decoding; turn it off to run the model's own processor on full-size decodes.
+    ``device`` and ``precision`` left at None take ``$XMODAL_DEVICE`` / ``$XMODAL_PRECISION``,
+    else ``auto``. ``precision="auto"`` picks bf16 on CUDA and on CPUs with native bf16
+    (AMX/AVX-512 BF16), fp32 elsewhere. ``fast_preprocessing`` reproduces the processor with
+    reduced-size JPEG decoding; turn it off to run the model's own processor on full-size decodes.
     """
+    torch_device, chosen = resolve(device, precision)
     source = resolve_model(name_or_path, revision)
-    torch_device = resolve_device(device)
-    chosen = resolve_precision(precision, torch_device)
     model, processor = _load_model(source.directory, name_or_path)
     model.to(device=torch_device, dtype=PRECISIONS[chosen]).eval()
     pixels = _pixel_pipeline(processor, fast_preprocessing)

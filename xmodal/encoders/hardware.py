@@ -8,6 +8,12 @@ from pathlib import Path
 
 import torch
 
+from xmodal.encoders.settings import (
+    DEVICE_FORMS,
+    PRECISION_CHOICES,
+    requested_device,
+    requested_precision,
+)
 from xmodal.errors import XmodalError
 
 log = logging.getLogger(__name__)
@@ -29,6 +35,17 @@ def cpu_has_fast_bf16() -> bool:
     return any(flag in flags.split() for flag in _CPU_BF16_FLAGS)
 
 
+def resolve(device: str | None, precision: str | None) -> tuple[torch.device, str]:
+    """The device and concrete precision an encoder runs in; None means "the default".
+
+    The one place defaults are settled: argument, else environment, else ``auto``, and ``auto``
+    by the hardware (:func:`resolve_device`, :func:`resolve_precision`).
+    """
+    chosen_precision = requested_precision(precision)  # a bad value fails before any probing
+    torch_device = resolve_device(requested_device(device))
+    return torch_device, resolve_precision(chosen_precision, torch_device)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         if torch.cuda.is_available():
@@ -39,7 +56,7 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise XmodalError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from exc
+        raise XmodalError(f"unknown device {device!r}; use {DEVICE_FORMS}") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise XmodalError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
     return resolved
@@ -49,7 +66,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """Map ``auto`` to the fastest precision that keeps embeddings within 0.999 cosine of fp32."""
     if precision != "auto":
         if precision not in PRECISIONS:
-            raise XmodalError(f"unknown precision {precision!r}; use auto, fp32, bf16 or fp16")
+            choices = ", ".join(PRECISION_CHOICES)
+            raise XmodalError(f"unknown precision {precision!r}; use one of {choices}")
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

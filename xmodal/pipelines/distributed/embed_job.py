@@ -40,8 +40,8 @@ class EmbedJob:
     """How the embedding stage runs on the cluster."""
 
     model: str  # what the actors pass to load_encoder: a hub id or a directory they can read
-    device: str = "auto"
-    precision: str = "auto"
+    device: str | None = None  # None: load_encoder's default where the actor runs
+    precision: str | None = None
     actors: int = 1
     gpus_per_actor: float = 0.0
     cpus_per_actor: float = 1.0
@@ -208,7 +208,7 @@ def _item(batch: dict[str, np.ndarray], i: int) -> Item:
 class EmbedActor:
     """Ray actor: holds one encoder for its lifetime and embeds the decoded rows it is sent."""
 
-    def __init__(self, model: str, device: str, precision: str) -> None:
+    def __init__(self, model: str, device: str | None, precision: str | None) -> None:
         from xmodal.encoders import load_encoder
 
         self.encoder = load_encoder(model, device=device, precision=precision)

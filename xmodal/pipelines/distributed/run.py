@@ -43,8 +43,10 @@ class RayIndexConfig:
     batch_size: int = 32
     shard_size: int = 1024
     commit_every: int = 2048
-    device: str = "auto"  # what each actor passes to load_encoder
-    precision: str = "auto"
+    # What each actor passes to load_encoder; None: the default where the actor runs
+    # ($XMODAL_DEVICE / $XMODAL_PRECISION, else auto on the actor's hardware).
+    device: str | None = None
+    precision: str | None = None
     index_parts: int = 8  # Ray tasks that fill an IVF index
     prune: bool = False
     retry_failed: bool = False  # decode inputs that failed before even if they did not change
