@@ -62,8 +62,13 @@ def image_events(http: httpx.Client) -> list[tuple[int, int, int]]:
     return events
 
 
-def search_inputs(file: dict | None, n: int = 7, at: int = 1) -> list:
-    data = ["", None, 3, "", "", 0.5, ""][:n] + [None] * max(0, n - 7)
+# The page's search inputs: text, image, k, threshold, negative, image weight, where, mode.
+SEARCH_DEFAULTS = ["", None, 3, "", "", 0.5, "", "vector"]
+N_SEARCH = len(SEARCH_DEFAULTS)
+
+
+def search_inputs(file: dict | None, n: int = N_SEARCH, at: int = 1) -> list:
+    data = SEARCH_DEFAULTS[:n] + [None] * max(0, n - N_SEARCH)
     data[at] = file
     return data
 
@@ -169,7 +174,7 @@ def test_an_uploaded_image_still_searches(server, http, captioned_photos):
     # As the page sends it: the path Gradio returned and its /file= address on this server.
     url = f"{server.url}/gradio_api/file={path}"
     file = {"path": path, "url": url, "orig_name": "q.jpg", "meta": FILE_META}
-    fn_index = next(i for i, n, at in image_events(http) if n == 7)
+    fn_index = next(i for i, n, at in image_events(http) if n == N_SEARCH)
     response, session = join(http, fn_index, search_inputs(file))
     assert response.status_code == 200, response.text
     message = outcome(http, session)
@@ -180,8 +185,8 @@ def test_an_uploaded_image_still_searches(server, http, captioned_photos):
 
 def page_search(http: httpx.Client, text: str, k=5, threshold="", where="") -> tuple[list, str]:
     """The page's search event through Gradio's queue: (gallery, status line)."""
-    fn_index = next(i for i, n, _ in image_events(http) if n == 7)
-    response, session = join(http, fn_index, [text, None, k, threshold, "", 0.5, where])
+    fn_index = next(i for i, n, _ in image_events(http) if n == N_SEARCH)
+    response, session = join(http, fn_index, [text, None, k, threshold, "", 0.5, where, "vector"])
     assert response.status_code == 200, response.text
     message = outcome(http, session)
     assert message["success"] is True, message
@@ -283,3 +288,36 @@ def test_the_server_stops_on_a_signal(server):
     if interrupt:
         assert err.strip().splitlines()[-1] == "xmodal: server stopped"
         assert "committed work" not in err
+
+
+def test_an_eps_query_never_reaches_ghostscript_on_a_live_server(
+    collection, tmp_path, tmp_path_factory, monkeypatch
+):
+    """An EPS named .png, as an API query and as a page upload, on a server with `gs` on PATH."""
+    import base64
+
+    from test_images_policy import EPS, fake_ghostscript
+
+    bin_dir = fake_ghostscript(tmp_path)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    server = ServeProcess(collection, tmp_path_factory.mktemp("gradio-cache-gs"))
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            query = {"image": base64.b64encode(EPS).decode("ascii"), "k": 3}
+            response = http.post("/api/search", json=query)
+            assert response.status_code == 400, response.text
+            assert "PostScript/EPS is not decoded" in response.json()["detail"]
+            files = {"files": ("query.png", EPS, "image/png")}
+            uploaded = http.post("/gradio_api/upload", files=files)
+            if uploaded.status_code == 200:  # Gradio may refuse the file itself: also fine
+                [path] = uploaded.json()
+                file = {"path": path, "orig_name": "query.png", "meta": FILE_META}
+                fn_index = next(i for i, n, _ in image_events(http) if n == N_SEARCH)
+                joined, session = join(http, fn_index, search_inputs(file))
+                if joined.status_code == 200:
+                    message = outcome(http, session)
+                    assert "3 results" not in json.dumps(message)
+            assert_responsive(server)
+    finally:
+        server.close()
+    assert not (tmp_path / "gs-called").exists(), (tmp_path / "gs-called").read_text()
