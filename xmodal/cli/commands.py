@@ -127,14 +127,15 @@ def _report_dict(report: IndexReport) -> dict:
     return {key: getattr(report, key) for key in keys + extra}
 
 
-def _retriever(args: argparse.Namespace, refresh: float = 0.0) -> Retriever:
-    """A retriever over ``args.collection``; ``refresh`` > 0 follows new generations."""
+def _retriever(args: argparse.Namespace) -> Retriever:
+    """A retriever over ``args.collection``; ``serve --refresh-seconds`` follows new commits."""
     from xmodal.index import Collection
     from xmodal.pipelines.following import CollectionFollower
     from xmodal.pipelines.search import Retriever
 
     collection = Collection.open(args.collection)
     encoder = _open_encoder(args, collection.encoder_spec)
+    refresh = getattr(args, "refresh_seconds", 0.0)  # only serve has it
     return Retriever(encoder, CollectionFollower(collection, refresh=refresh))
 
 
@@ -203,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise XmodalError(f"serve: {exc}") from None
-    retriever = _retriever(args, refresh=args.refresh_seconds)
+    retriever = _retriever(args)
     url = f"http://{args.host}:{args.port}/"
     access = f"; open {url}?token=YOUR_TOKEN once in a browser" if token else ""
     print(f"serving the search UI and API on {url} (API docs at {url}docs{access}; Ctrl-C stops)")
