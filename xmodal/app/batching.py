@@ -93,4 +93,4 @@ def batched(retriever: Any) -> Any:
 
     if type(retriever) is not Retriever or isinstance(retriever.encoder, TextBatcher):
         return retriever
-    return Retriever(TextBatcher(retriever.encoder), retriever.collection)
+    return Retriever(TextBatcher(retriever.encoder), retriever.follower)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from xmodal.app.admission import Admission
 from xmodal.app.api import ERRORS, error_response, image_url
 from xmodal.app.config import AppConfig
-from xmodal.app.handlers import RawQuery, RetrieverLike, find
+from xmodal.app.handlers import RawQuery, RetrieverLike, find, held_collection
 from xmodal.app.query import QueryError, decode_base64_image, parse_k
 from xmodal.index.pathtext import display_path
 from xmodal.index.records import Hit
@@ -135,14 +135,14 @@ def _knn(retriever: RetrieverLike, body: KnnBody, k: int, config: AppConfig) -> 
 
 
 def _search_embedding(retriever: RetrieverLike, embedding: list[float], k: int) -> list[Hit]:
-    collection = getattr(retriever, "collection", None)
-    if collection is None:
-        raise QueryError("Searching by embedding is not available on this server.")
-    vector = np.asarray(embedding, dtype=np.float32)
-    norm = float(np.linalg.norm(vector))
-    if not np.isfinite(norm) or norm == 0.0:
-        raise QueryError("embedding_input must be a non-zero vector of finite numbers.")
-    return collection.search((vector / norm)[None, :], k=k)[0]
+    with held_collection(retriever) as collection:
+        if collection is None:
+            raise QueryError("Searching by embedding is not available on this server.")
+        vector = np.asarray(embedding, dtype=np.float32)
+        norm = float(np.linalg.norm(vector))
+        if not np.isfinite(norm) or norm == 0.0:
+            raise QueryError("embedding_input must be a non-zero vector of finite numbers.")
+        return collection.search((vector / norm)[None, :], k=k)[0]
 
 
 def _dedup(hits: list[Hit]) -> list[Hit]:
@@ -158,8 +158,8 @@ def _dedup(hits: list[Hit]) -> list[Hit]:
 
 
 def _records(retriever: RetrieverLike, ids: list[int]) -> dict[int, Any]:
-    collection = getattr(retriever, "collection", None)
-    return {} if collection is None or not ids else collection.get_records(ids)
+    with held_collection(retriever) as collection:
+        return {} if collection is None or not ids else collection.get_records(ids)
 
 
 def _metadata(hit: Hit, request: Request) -> dict[str, Any]:

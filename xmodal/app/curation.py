@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from xmodal.app.admission import Admission
 from xmodal.app.api import ERRORS, error_response, image_url
-from xmodal.app.handlers import UNEXPECTED_MESSAGE, RetrieverLike, file_name
+from xmodal.app.handlers import UNEXPECTED_MESSAGE, RetrieverLike, file_name, held_collection
 from xmodal.errors import XmodalError
 from xmodal.index.pathtext import display_path
 
@@ -26,8 +26,7 @@ PAGE_GROUPS = 50
 THUMB_SIDE = 160
 
 
-def _collection(retriever: RetrieverLike) -> Any:
-    collection = getattr(retriever, "collection", None)
+def _needed(collection: Any) -> Any:
     if collection is None:
         raise XmodalError(NOT_AVAILABLE)
     return collection
@@ -37,13 +36,16 @@ def duplicates_report(retriever: RetrieverLike, threshold: float, keep: str, whe
     from xmodal.pipelines.curation import DuplicateConfig, find_duplicates
 
     config = DuplicateConfig(threshold=threshold, keep=keep, where=where or None)
-    return find_duplicates(_collection(retriever), config)
+    with held_collection(retriever) as collection:
+        return find_duplicates(_needed(collection), config)
 
 
 def outliers_report(retriever: RetrieverLike, top: int, k: int, where: str | None):
     from xmodal.pipelines.curation import OutlierConfig, find_outliers
 
-    return find_outliers(_collection(retriever), OutlierConfig(top=top, k=k, where=where or None))
+    config = OutlierConfig(top=top, k=k, where=where or None)
+    with held_collection(retriever) as collection:
+        return find_outliers(_needed(collection), config)
 
 
 def add_curation_routes(router: APIRouter, retriever: RetrieverLike, admission: Admission) -> None:

@@ -7,7 +7,9 @@ failures into a message for the user; none lets a traceback reach a page.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Protocol
@@ -118,6 +120,17 @@ def find(retriever: RetrieverLike, raw: RawQuery, config: AppConfig) -> Found:
         keyword_weight=query.keyword_weight,
     )
     return Found(query, list(result.hits), None if result.hits else result.reason)
+
+
+@contextlib.contextmanager
+def held_collection(retriever: RetrieverLike) -> Iterator[Any]:
+    """The retriever's collection held for one request (one generation); None without one."""
+    reading = getattr(retriever, "reading", None)
+    if reading is None:
+        yield getattr(retriever, "collection", None)
+        return
+    with reading() as collection:
+        yield collection
 
 
 def hit_label(hit: Hit, caption_chars: int = 120) -> str:

@@ -128,11 +128,15 @@ def _report_dict(report: IndexReport) -> dict:
 
 
 def _retriever(args: argparse.Namespace) -> Retriever:
+    """A retriever over ``args.collection``; ``serve --refresh-seconds`` follows new commits."""
     from xmodal.index import Collection
+    from xmodal.pipelines.following import CollectionFollower
     from xmodal.pipelines.search import Retriever
 
     collection = Collection.open(args.collection)
-    return Retriever(_open_encoder(args, collection.encoder_spec), collection)
+    encoder = _open_encoder(args, collection.encoder_spec)
+    refresh = getattr(args, "refresh_seconds", 0.0)  # only serve has it
+    return Retriever(encoder, CollectionFollower(collection, refresh=refresh))
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -184,6 +184,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=2.0,
+        metavar="N",
+        help="look for a newer committed generation at most every N seconds and serve it "
+        "without a restart (default 2; 0 = serve the generation opened at start)",
+    )
+    p.add_argument(
         "--auth-token",
         metavar="TOKEN",
         help="require this token (8+ characters) on every page and API request; prefer the "
