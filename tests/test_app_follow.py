@@ -15,12 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 from app_helpers import ServeProcess, index_folder, photo_folder
 
 from xmodal.index import Collection
-
-pytestmark = pytest.mark.slow
 
 
 def xmodal(*args: str) -> None:
