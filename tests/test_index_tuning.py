@@ -266,3 +266,29 @@ def test_an_index_asked_for_is_kept_even_where_exact_is_faster(tmp_path, monkeyp
         col.set_index("HNSW16")  # the manifest still says auto until this commit
         col.commit()
         assert col.info().index_factory == "HNSW16"
+
+
+def test_the_speed_check_times_the_exact_scan_a_flat_collection_runs(monkeypatch):
+    """The ANN is compared with xmodal's exact path (exact.top_k), not FAISS's IndexFlatIP."""
+    from xmodal.index import exact
+
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((500, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    calls = []
+    real = exact.top_k
+
+    def counted(*args, **kwargs):
+        calls.append(args[2].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "top_k", counted)
+    monkeypatch.setattr(
+        faiss, "IndexFlatIP", lambda *a: pytest.fail("the exact side must not be IndexFlatIP")
+    )
+    index = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
+    index.add(rows)
+    check = speed.measure(index, rows, rows[:40], k=10)
+    assert len(calls) == speed.TIMING_REPEATS
+    assert all(shape == (speed.TIMING_QUERIES, 16) for shape in calls)
+    assert check.ann_ms > 0 and check.exact_ms > 0
