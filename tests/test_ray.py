@@ -131,7 +131,10 @@ def test_parquet_source_on_ray_matches_plain_path(
     sources = [str(tmp_path / "list.parquet")]
     want = _plain(encoder, tmp_path / "plain", sources)
     with Collection.create(tmp_path / "ray", encoder.spec.to_dict()) as collection:
-        config = RayIndexConfig(shard_size=5, batch_size=4, commit_every=7, **EXACT)
+        # Two windows: the driver walks, embeds and replays 2 shards, then the last one.
+        config = RayIndexConfig(
+            shard_size=5, batch_size=4, commit_every=7, window_shards=2, **EXACT
+        )
         report, stats = index_with_ray(encoder, collection, sources, config)
     assert (report.indexed, report.failed, stats.shards, stats.computed) == (N_PHOTOS, 1, 3, 3)
     got = Collection.open(tmp_path / "ray")
@@ -192,7 +195,8 @@ def test_collection_uses_the_builder_for_ivf_and_keeps_flat_in_process(
             collection.add(vectors, records)
             collection.commit()
         results.append(Collection.open(tmp_path / name).search(vectors[:20], k=5))
-    assert calls == ["IVF4,Flat"]  # Flat needs no rebuild: rows went in as they were added
+    # Every new segment's index goes through the builder; it fills Flat in-process itself.
+    assert calls == ["IVF4,Flat", "Flat"]
     ids = [[[h.id for h in row] for row in hits] for hits in results]
     assert ids[0] == ids[1]
 

@@ -73,3 +73,15 @@ def test_missing_ray_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(XmodalError, match=r"pip install 'xmodal\[ray\]'"):
         import_ray()
+
+
+def test_shards_embedded_at_another_precision_are_not_reused() -> None:
+    from types import SimpleNamespace
+
+    from xmodal.pipelines.distributed.run import RayIndexConfig, shard_salt
+
+    spec = SimpleNamespace(identity=lambda: {"model_id": "m", "revision": "r", "dim": 8})
+    encoder = SimpleNamespace(spec=spec)
+    salts = {shard_salt(encoder, RayIndexConfig(precision=p)) for p in ("fp32", "bf16", "auto")}
+    plans = [next(plan_shards(_items(3), 3, salt=salt)) for salt in salts]
+    assert len({plan.fingerprint for plan in plans}) == 3

@@ -1,33 +1,35 @@
 """``index_with_ray``: the distributed counterpart of ``index_paths``.
 
-1. The driver walks the sources (the same ``iter_inputs`` as the single-machine path) and cuts the
-   items into shards of ``shard_size`` in source order.
-2. Shards without a matching done marker are computed on the cluster (``embed_job``) and committed
-   one by one under ``COLLECTION/shards/``; inputs the collection already holds unchanged are
-   not decoded.
-3. The driver adds the shards' rows to the collection in source order (``from_shards``); when the
-   collection's index is IVF, it is filled in parallel parts and merged (``build``).
-4. After the last commit the shards are deleted. A run killed before that resumes from them.
+1. The driver walks the sources lazily (the same ``iter_inputs`` as the single-machine path) and
+   cuts the items into shards of ``shard_size`` in source order, ``window_shards`` shards at a
+   time (``windows``): one window's inputs are in the driver's memory at once, not the run's.
+2. A window's shards without a matching done marker are computed on the cluster (``embed_job``)
+   and committed one by one under ``COLLECTION/shards/``; inputs the collection already holds
+   unchanged are not decoded.
+3. The driver adds the window's rows to the collection in source order (``from_shards``), one
+   commit (one new segment) per chunk, then deletes the window's shards. When a segment's index
+   is IVF it is filled in parallel parts and merged (``build``).
+4. A run killed at any point resumes: finished shards are reused, committed inputs passed over.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from xmodal.encoders import Encoder
 from xmodal.errors import XmodalError
 from xmodal.index import Collection
-from xmodal.pipelines.accounting import IndexReport, RunBook, fails_again
+from xmodal.pipelines.accounting import IndexReport, RunBook
 from xmodal.pipelines.distributed.build import ray_index_builder
 from xmodal.pipelines.distributed.embed_job import EmbedJob, PendingShard, run_embedding
-from xmodal.pipelines.distributed.from_shards import fill_from_shards
 from xmodal.pipelines.distributed.ray_runtime import connected, quiet_data_context
-from xmodal.pipelines.distributed.shards import ShardPlan, ShardStore, plan_shards
+from xmodal.pipelines.distributed.shards import ShardPlan, ShardStore
+from xmodal.pipelines.distributed.windows import cut_windows, run_windows
 from xmodal.pipelines.maintenance import prune_missing
-from xmodal.pipelines.sources import Item, SourcePolicy, iter_inputs
+from xmodal.pipelines.sources import Item, Skipped, SourcePolicy, check_sources, iter_inputs
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class RayIndexConfig:
     device: str | None = None
     precision: str | None = None
     index_parts: int = 8  # Ray tasks that fill an IVF index
+    # Shards walked, embedded and replayed together: bounds the driver's memory (one window's
+    # inputs) while keeping the cluster busy; each window starts its own actor pool.
+    window_shards: int = 64
     prune: bool = False
     retry_failed: bool = False  # decode inputs that failed before even if they did not change
     policy: SourcePolicy = field(default_factory=SourcePolicy)
@@ -71,36 +76,53 @@ def index_with_ray(
 ) -> tuple[IndexReport, RayRunStats]:
     """Embed every image under ``sources`` into ``collection`` (opened writable) on Ray."""
     collection.check_encoder(encoder.spec.to_dict())
-    if config.shard_size < 1 or config.actors < 1 or config.batch_size < 1:
-        raise XmodalError("--ray-actors, --ray-batch-size and the shard size must be at least 1")
+    if min(config.shard_size, config.actors, config.batch_size, config.window_shards) < 1:
+        raise XmodalError(
+            "--ray-actors, --ray-batch-size, the shard size and the window must be at least 1"
+        )
     sources = [str(source) for source in sources]
+    check_sources(sources, config.policy)  # a typo fails before Ray starts
     book = RunBook.start(collection, sources, config.commit_every)
-    with book.times.stage("walk"):
-        inputs = list(iter_inputs(sources, config.policy))
-    salt = json.dumps(encoder.spec.identity(), sort_keys=True)
-    plans = list(plan_shards((i for i in inputs if isinstance(i, Item)), config.shard_size, salt))
+    salt = shard_salt(encoder, config)
     store = ShardStore(collection.directory)
     store.prepare()
-    pending = [
-        PendingShard(p, _no_work(collection, p, config.retry_failed))
-        for p in plans
-        if not store.is_done(p)
-    ]
-    stats = RayRunStats(len(plans), len(pending), len(plans) - len(pending))
-    log.info("%d shards: %d to compute, %d done before", stats.shards, stats.computed, stats.reused)
     with connected(config.address) as ray:
         quiet_data_context(ray)
-        with book.times.stage("encode"):  # the whole cluster stage: decode and embed
-            job = _job(encoder, config)
-            run_embedding(ray, pending, job, encoder.preparer, store, config.on_shard)
+        job = _job(encoder, config)
+
+        def embed(pending: Sequence[PendingShard]) -> None:
+            with book.times.stage("encode"):  # the whole cluster stage: decode and embed
+                run_embedding(ray, pending, job, encoder.preparer, store, config.on_shard)
+
+        inputs = _timed(book, iter_inputs(sources, config.policy))
+        windows = cut_windows(inputs, config.shard_size, config.window_shards, salt)
         collection.use_index_builder(ray_index_builder(ray, config.index_parts))
         try:
-            fill_from_shards(encoder, book, inputs, plans, store, config.retry_failed)
+            totals = run_windows(encoder, book, windows, store, embed, config.retry_failed)
             book.finish(prune_missing(collection, sources) if config.prune else 0)
         finally:
             collection.use_index_builder(None)
     store.clear()
+    stats = RayRunStats(totals.shards, totals.computed, totals.reused)
+    log.info("%d shards: %d computed, %d done before", stats.shards, stats.computed, stats.reused)
     return book.report(), stats
+
+
+def _timed(book: RunBook, inputs: Iterator[Item | Skipped]) -> Iterator[Item | Skipped]:
+    """The walk, lazily, with its time booked under "walk"."""
+    while True:
+        with book.times.stage("walk"):
+            entry = next(inputs, None)
+        if entry is None:
+            return
+        yield entry
+
+
+def shard_salt(encoder: Encoder, config: RayIndexConfig) -> str:
+    """What every shard fingerprint includes besides its inputs: the model's identity and the
+    precision the actors run at, so that a re-run at another precision does not reuse shards
+    embedded at this one (bf16 and fp32 vectors differ by up to ~0.004)."""
+    return json.dumps([encoder.spec.identity(), config.precision], sort_keys=True)
 
 
 def _job(encoder: Encoder, config: RayIndexConfig) -> EmbedJob:
@@ -113,17 +135,3 @@ def _job(encoder: Encoder, config: RayIndexConfig) -> EmbedJob:
         cpus_per_actor=config.cpus_per_actor,
         batch_size=config.batch_size,
     )
-
-
-def _no_work(collection: Collection, plan: ShardPlan, retry: bool) -> tuple[bool, ...]:
-    """Inputs the run will not decode: catalogued unchanged, or failed before with these bytes."""
-    uris = [item.uri for item in plan.items]
-    known = collection.ids_for_paths(uris)
-    records = collection.get_records(list(known.values())) if known else {}
-    ledger = collection.ledger_for(uris)
-    flags = []
-    for item in plan.items:
-        record = records.get(known.get(item.uri, -1))
-        same = record is not None and (record.size, record.mtime) == (item.size, item.mtime)
-        flags.append(same or (not retry and fails_again(ledger.get(item.uri), item)))
-    return tuple(flags)

@@ -8,8 +8,8 @@ fsynced and renamed, so a crash leaves either a whole shard or none.
 
 The marker records a fingerprint of what the shard was computed from (each input's uri, size and
 mtime, the encoder's identity, the collection generation it was planned against): a re-run skips
-shards whose marker matches and recomputes any other. Shards are a work area: the run deletes them
-once the collection commit that consumed them succeeded.
+shards whose marker matches and recomputes any other. Shards are a work area: the run deletes a
+window's shards once the collection commits that consumed them succeeded (``windows``).
 """
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ class ShardRow:
     content_hash: str | None = None
 
 
-def plan_shards(items: Iterable[Item], size: int, salt: str) -> Iterator[ShardPlan]:
-    """Cut ``items`` into shards of ``size`` in order; ``salt`` enters every fingerprint."""
+def plan_shards(items: Iterable[Item], size: int, salt: str, start: int = 0) -> Iterator[ShardPlan]:
+    """Cut ``items`` into shards of ``size`` in order, numbered from ``start``; ``salt`` enters
+    every fingerprint."""
     if size < 1:
         raise ValueError(f"shard size must be at least 1, got {size}")
     batch: list[Item] = []
-    index = 0
+    index = start
     for item in items:
         batch.append(item)
         if len(batch) == size:
@@ -139,6 +140,13 @@ class ShardStore:
         if [row.uri for row in rows] != [item.uri for item in plan.items]:
             raise RuntimeError(f"{self.directory / plan.name} does not hold the planned inputs")
         return rows, vectors
+
+    def drop(self, plans: Iterable[ShardPlan]) -> None:
+        """Delete these shards (their rows are committed): the marker first, so a crash in
+        between leaves a shard that is simply not done."""
+        for plan in plans:
+            for suffix in (".done.json", ".npy", ".parquet"):
+                (self.directory / f"{plan.name}{suffix}").unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Delete every shard (after the collection committed what they held)."""
