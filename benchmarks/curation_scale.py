@@ -108,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=["duplicates", "outliers"], default=["duplicates", "outliers"]
+    )
     parser.add_argument("--worker", choices=["duplicates", "outliers"])
     parser.add_argument("--file", type=Path)
     args = parser.parse_args()
@@ -119,7 +122,7 @@ def main() -> None:
         for n in args.sizes:
             path = Path(tmp) / f"rows{n}.npy"
             make_rows(n, path)
-            for task in ("duplicates", "outliers"):
+            for task in args.tasks:
                 cmd = [sys.executable, __file__, "--worker", task, "--file", str(path)]
                 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
                 runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -129,7 +132,9 @@ def main() -> None:
         "machine": machine_info(),
         "dim": DIM,
         "runs": runs,
-        "command": "python benchmarks/curation_scale.py --sizes " + " ".join(map(str, args.sizes)),
+        "command": "python benchmarks/curation_scale.py --sizes "
+        + " ".join(map(str, args.sizes))
+        + ("" if len(args.tasks) == 2 else " --tasks " + " ".join(args.tasks)),
     }
     write_json(args.out / "curation_scale.json", result)
     (args.out / "curation_scale.md").write_text(_markdown(result))
