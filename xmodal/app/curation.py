@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -86,15 +87,12 @@ def add_curation_routes(router: APIRouter, retriever: RetrieverLike, admission: 
 # ----------------------------------------------------------------------------- page fragments
 def duplicates_html(retriever: RetrieverLike, threshold: Any, keep: str, where: str | None) -> str:
     """The Duplicates tab: one row per group, keeper first; an error is one line."""
-    try:
-        report = duplicates_report(retriever, float(threshold), keep, where)
-    except (TypeError, ValueError):
-        return _error(f"threshold must be a number, got {threshold!r}")
-    except XmodalError as exc:
-        return _error(str(exc))
-    except Exception:
-        log.exception("curation failed")
-        return _error(UNEXPECTED_MESSAGE)
+    report, error = _report(
+        lambda: duplicates_report(retriever, float(threshold), keep, where),
+        f"threshold must be a number, got {threshold!r}",
+    )
+    if error is not None:
+        return error
     rows = [
         _row(
             f"{g.kind} · {len(g.members)} items",
@@ -108,15 +106,12 @@ def duplicates_html(retriever: RetrieverLike, threshold: Any, keep: str, where: 
 
 def outliers_html(retriever: RetrieverLike, top: Any, k: Any, where: str | None) -> str:
     """The Outliers tab: each outlier, then the neighbours it was judged against."""
-    try:
-        report = outliers_report(retriever, int(top), int(k), where)
-    except (TypeError, ValueError):
-        return _error("top and k must be whole numbers")
-    except XmodalError as exc:
-        return _error(str(exc))
-    except Exception:
-        log.exception("curation failed")
-        return _error(UNEXPECTED_MESSAGE)
+    report, error = _report(
+        lambda: outliers_report(retriever, int(top), int(k), where),
+        "top and k must be whole numbers",
+    )
+    if error is not None:
+        return error
     rows = [
         _row(
             f"score {o.score:.3f}",
@@ -126,6 +121,19 @@ def outliers_html(retriever: RetrieverLike, top: Any, k: Any, where: str | None)
         for o in report.outliers
     ]
     return _page(html.escape(report.summary()), rows)
+
+
+def _report(make: Callable[[], Any], bad_number: str) -> tuple[Any, str | None]:
+    """``make()``'s report, or the tab's one-line error: the one error edge of both tabs."""
+    try:
+        return make(), None
+    except (TypeError, ValueError):
+        return None, _error(bad_number)
+    except XmodalError as exc:
+        return None, _error(str(exc))
+    except Exception:
+        log.exception("curation failed")
+        return None, _error(UNEXPECTED_MESSAGE)
 
 
 def _error(message: str) -> str:
