@@ -16,7 +16,7 @@ import pytest
 from image_helpers import raise_reason
 from PIL import Image
 
-from xmodal import images
+from xmodal import image_files
 from xmodal.images import ALLOWED_FORMATS, CONTENT_HASH, MAX_IMAGE_PIXELS, load_image
 
 # A minimal EPS: PIL identifies it by content and renders it by running `gs`.
@@ -149,7 +149,7 @@ def test_the_hash_is_of_the_bytes_that_were_decoded(tmp_path: Path) -> None:
 
 def _rewrite_after_reading(monkeypatch: pytest.MonkeyPatch, path: Path, times: int) -> list[int]:
     """Make the first ``times`` reads of ``path`` see a writer replace its bytes right after."""
-    reads, real = [], images._read_all
+    reads, real = [], image_files._read_all
     blue = _bmp((0, 0, 255))
     assert len(blue) == path.stat().st_size  # an in-place rewrite of the same size
 
@@ -162,7 +162,7 @@ def _rewrite_after_reading(monkeypatch: pytest.MonkeyPatch, path: Path, times: i
             os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000 * len(reads)))
         return data
 
-    monkeypatch.setattr(images, "_read_all", read_then_rewritten)
+    monkeypatch.setattr(image_files, "_read_all", read_then_rewritten)
     return reads
 
 
@@ -185,11 +185,11 @@ def test_a_file_that_keeps_changing_is_changed_during_read(
     path.write_bytes(_bmp((255, 0, 0)))
     reads = _rewrite_after_reading(monkeypatch, path, times=99)
     raise_reason(path, "changed-during-read", "photo.bmp: the file changed while it was read")
-    assert len(reads) == images.READ_ATTEMPTS
+    assert len(reads) == image_files.READ_ATTEMPTS
 
 
 def test_a_file_over_the_size_cap_is_refused_before_it_is_read(tmp_path: Path) -> None:
     path = tmp_path / "huge.jpg"
     with open(path, "wb") as handle:  # sparse: costs no disk and no time
-        handle.truncate(images.MAX_FILE_BYTES + 1)
+        handle.truncate(image_files.MAX_FILE_BYTES + 1)
     raise_reason(path, "too-large", "huge.jpg: file is 1024 MiB, over the 1024 MiB cap")
