@@ -114,6 +114,65 @@ def test_compact_full_merges_into_one_and_a_reader_keeps_working(tmp_path):
         assert sorted(ids.tolist()) == list(range(2, 120)) and vectors.shape == (118, 16)
 
 
+def test_a_merge_reads_its_rows_in_blocks_and_trains_on_a_sample(tmp_path, monkeypatch):
+    """No step of a merge holds the merged rows at once: bounded memory at any size."""
+    from xmodal.index import faiss_index, rowset
+    from xmodal.index.vectors import VectorStore
+
+    monkeypatch.setattr(rowset, "BLOCK_ROWS", 64)
+    monkeypatch.setattr(faiss_index, "TRAIN_MIN_ROWS", 100)
+    monkeypatch.setattr(faiss_index, "TRAIN_PER_LIST", 40)
+    directory, rows = tmp_path / "c", unit_rows(600, seed=2)
+    with Collection.create(directory, SPEC, index_key="IVF4,Flat") as col:
+        for part in range(3):
+            chunk = slice(200 * part, 200 * part + 200)
+            col.add(rows[chunk], [Record(f"p{part}/{i}") for i in range(200)])
+            col.commit()
+        col.remove([3, 250])
+        projected, trained = [], []
+        real_project, real_train = VectorStore.project, faiss_index.train
+        monkeypatch.setattr(
+            VectorStore,
+            "project",
+            lambda self, r: projected.append(len(r)) or real_project(self, r),
+        )
+        monkeypatch.setattr(
+            faiss_index, "train", lambda i, v, k: trained.append(len(v)) or real_train(i, v, k)
+        )
+        col.compact(full=True)
+        assert col.info().segment_sizes == (598,)
+        # Rows come in blocks of 64; the only larger reads are the training sample (160 rows:
+        # 4 lists x 40, over the floor of 100) and the 598 tuning queries, which are not rows
+        # of the index but a bounded sample (tuning.DEFAULT_SAMPLE, 1000).
+        assert trained == [160]
+        assert max(n for n in projected if n not in (160, 598)) <= 64
+        hits = col.search(rows[:20], k=1)
+    assert [row[0].id for row in hits[4:]] == list(range(4, 20))
+
+
+def test_a_failed_merge_leaves_the_writer_searching_the_old_segments(tmp_path, monkeypatch):
+    """A merge drops its members' indexes from memory; if it fails they are read again."""
+    from xmodal.index import segments
+
+    directory, rows = tmp_path / "c", unit_rows(90, seed=3)
+    with Collection.create(directory, SPEC, index_key="flat") as col:
+        for part in range(3):
+            col.add(rows[30 * part : 30 * part + 30], [Record(f"p{part}/{i}") for i in range(30)])
+            col.commit()
+        before = [row[0].id for row in col.search(rows, k=1)]
+
+        def full_disk(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(segments, "write_segment", full_disk)
+        with pytest.raises(OSError):
+            col.compact(full=True)
+        assert col.info().segments == 3
+        assert [row[0].id for row in col.search(rows, k=1)] == before
+    with Collection.open(directory) as col:
+        assert [row[0].id for row in col.search(rows, k=1)] == before
+
+
 def test_a_damaged_segment_file_is_named(tmp_path):
     directory = tmp_path / "c"
     with Collection.create(directory, SPEC) as col:

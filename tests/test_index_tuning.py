@@ -292,3 +292,45 @@ def test_the_speed_check_times_the_exact_scan_a_flat_collection_runs(monkeypatch
     assert len(calls) == speed.TIMING_REPEATS
     assert all(shape == (speed.TIMING_QUERIES, 16) for shape in calls)
     assert check.ann_ms > 0 and check.exact_ms > 0
+
+
+def test_over_many_rows_the_exact_scan_is_timed_on_a_prefix_and_scaled(monkeypatch):
+    """A float32 copy of every row only to time it would cost n * 4d bytes: the first
+    EXACT_TIMING_ROWS are scanned and the time scaled by the row count (a linear scan)."""
+    from xmodal.index import exact
+    from xmodal.index.rowset import Piece, RowSet
+
+    rng = np.random.default_rng(1)
+    rows = rng.standard_normal((400, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    scanned = []
+    real = exact.top_k
+
+    def counted(*args, **kwargs):
+        scanned.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exact, "top_k", counted)
+    monkeypatch.setattr(speed, "EXACT_TIMING_ROWS", 100)
+    monkeypatch.setattr(speed, "_median_ms", lambda search, queries: (search(queries), 2.0)[1])
+    index = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
+    index.add(rows)
+    half = RowSet([Piece(rows[:200].astype(np.float16)), Piece(rows[200:])], np.asarray, 16)
+    check = speed.measure(index, half, rows[:40], k=10)
+    assert scanned == [(100, 16)]
+    assert (check.ann_ms, check.exact_ms, check.exact_rows_timed) == (2.0, 8.0, 100)
+
+
+def test_tuning_stops_where_recall_stops_growing(data, monkeypatch):
+    """PQ codes cap recall: once a doubling gains under PLATEAU_GAIN the grid ends there."""
+    vectors = data[:5000]
+    index, ids = built("IVF64,PQ4x4", vectors)
+    tried: list[float] = []
+    real = tuning.recall_at_k
+    monkeypatch.setattr(tuning, "recall_at_k", lambda f, t: tried.append(real(f, t)) or tried[-1])
+    result = tuning.tune_search(index, vectors, ids, sample_size=200)
+    assert not result.reached_target
+    gains = np.diff(tried)
+    assert len(tried) < 7  # nprobe 1, 2, ... stopped before nlist (64, the 7th value)
+    assert gains[-1] < tuning.PLATEAU_GAIN and (gains[:-1] >= tuning.PLATEAU_GAIN).all()
+    assert result.recall == max(tried)

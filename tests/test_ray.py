@@ -146,6 +146,7 @@ def test_ivf_index_filled_in_parts_matches_in_process_build(ray_cluster) -> None
     import faiss
 
     from xmodal.index import faiss_index
+    from xmodal.index.rowset import RowSet
     from xmodal.pipelines.distributed.build import ray_index_builder
 
     rng = np.random.default_rng(0)
@@ -153,7 +154,7 @@ def test_ivf_index_filled_in_parts_matches_in_process_build(ray_cluster) -> None
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     ids = np.arange(2400, dtype=np.int64) * 3 + 5
     built = ray_index_builder(ray_cluster, parts=3, min_part_rows=500)(
-        16, "IVF8,Flat", ids, vectors
+        16, "IVF8,Flat", ids, RowSet.of(vectors)
     )
     local = faiss_index.new_index(16, "IVF8,Flat")
     faiss_index.fill(local, ids, vectors, "IVF8,Flat")
@@ -199,6 +200,56 @@ def test_collection_uses_the_builder_for_ivf_and_keeps_flat_in_process(
     assert calls == ["IVF4,Flat", "Flat"]
     ids = [[[h.id for h in row] for row in hits] for hits in results]
     assert ids[0] == ids[1]
+
+
+def test_an_ivf_segment_built_on_ray_is_merged_on_disk_and_checked_like_any_file(
+    ray_cluster, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """Parts become scratch files, merged into the segment's own lists file; readers map it."""
+    from xmodal.errors import CollectionCorruptError
+    from xmodal.index import manifest as mf
+    from xmodal.pipelines.distributed.build import ray_index_builder
+
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(1500, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    spec = {"model_id": "m", "revision": "r", "dim": 8}
+    directory = tmp_path / "disk"
+    results = []
+    for name in ("disk", "memory"):
+        with Collection.create(tmp_path / name, spec, index_key="IVF4,Flat") as collection:
+            if name == "disk":
+                collection.use_index_builder(
+                    ray_index_builder(ray_cluster, parts=2, min_part_rows=300, lists_dir=directory)
+                )
+            collection.add(vectors, [Record(f"/x/{i}.jpg") for i in range(1500)])
+            collection.commit()
+        with Collection.open(tmp_path / name) as reader:
+            results.append([[h.id for h in row] for row in reader.search(vectors[:30], k=5)])
+    assert results[0] == results[1]
+    assert capfd.readouterr().out == ""  # FAISS's own messages never reach stdout
+
+    manifest = mf.read_manifest(directory)
+    (segment,) = manifest.segments
+    assert segment.lists is not None and manifest.format_version == 4
+    assert (directory / segment.lists.name).stat().st_size == segment.lists.size
+    assert not [p.name for p in directory.iterdir() if p.name.startswith(".tmp")]
+    assert mf.read_manifest(tmp_path / "memory").format_version == 3  # no lists: still 3
+
+    lists = directory / segment.lists.name
+    data = bytearray(lists.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lists.write_bytes(bytes(data))
+    with pytest.raises(CollectionCorruptError, match=segment.lists.name):
+        Collection.open(directory)
+    data[len(data) // 2] ^= 0xFF
+    lists.write_bytes(bytes(data))
+
+    with Collection.open(directory, writable=True) as collection:  # in-process merge: no lists
+        collection.add(vectors[:10] * -1, [Record(f"/y/{i}.jpg") for i in range(10)])
+        collection.compact(full=True)
+    assert mf.read_manifest(directory).segments[0].lists is None
+    assert not lists.exists()  # swept once no manifest names it
 
 
 def test_a_failing_cluster_stage_keeps_finished_shards_and_says_what_to_check(

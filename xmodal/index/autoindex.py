@@ -19,6 +19,7 @@ import faiss
 import numpy as np
 
 from xmodal.index import choice, speed, tuning
+from xmodal.index.rowset import RowSet
 from xmodal.index.segments import IndexBuilder, build_index
 
 log = logging.getLogger(__name__)
@@ -64,22 +65,22 @@ def check_factory(dim: int, factory: str) -> None:
 
 
 def segment_index(
-    settings: IndexSettings, ids: np.ndarray, rows: np.ndarray, builder: IndexBuilder | None
+    settings: IndexSettings, ids: np.ndarray, rows: RowSet, builder: IndexBuilder | None
 ) -> SegmentIndex:
-    """Choose, fill and tune the index over ``rows`` (float32, index space) labelled ``ids``."""
-    dim = rows.shape[1]
+    """Choose, fill and tune the index over ``rows`` (read in the index space) labelled ``ids``."""
+    dim = rows.dim
     picked = resolve(settings, len(ids), dim)
     index = build_index(dim, picked.factory, ids, rows, builder)
     if picked.factory == "Flat" or tuning.tunable_parameter(index) is None:
         return SegmentIndex(index, picked.factory, picked.kind, picked.reason)
     result = tuning.tune_search(index, rows, ids, target_recall=TARGET_RECALL, k=TUNING_K)
-    reason = _exact_reason(index, picked, settings, result, rows)
+    reason, measured = _exact_reason(index, picked, settings, result, rows)
     if reason is not None:
         log.info("keeping exact search instead of %s: %s", picked.factory, reason)
+        del index  # its memory serves the Flat copy
         flat = build_index(dim, "Flat", ids, rows, None)
-        return SegmentIndex(
-            flat, "Flat", "flat", reason, {}, _record(tuning.TuningResult(k=TUNING_K), len(ids))
-        )
+        record = _record(tuning.TuningResult(k=TUNING_K), len(ids), measured)
+        return SegmentIndex(flat, "Flat", "flat", reason, {}, record)
     if not result.reached_target:  # only now: a warning about an index then dropped misleads
         log.warning(
             "%s could not reach recall@%d %.2f; best %.3f at %s",
@@ -91,7 +92,7 @@ def segment_index(
         )
     log.info("tuned %s over %d vectors: %s recall@10 %.3f", picked.factory, len(ids),
              result.params, result.recall)  # fmt: skip
-    record = _record(result, len(ids))
+    record = _record(result, len(ids), measured)
     return SegmentIndex(
         index, picked.factory, picked.kind, picked.reason, dict(result.params), record
     )
@@ -102,9 +103,10 @@ def _exact_reason(
     picked: choice.IndexChoice,
     settings: IndexSettings,
     result: tuning.TuningResult,
-    vectors: np.ndarray,
-) -> str | None:
-    """Measure (only where it can matter) and decide whether exact search should win."""
+    vectors: RowSet,
+) -> tuple[str | None, speed.SpeedCheck | None]:
+    """Measure (only where it can matter) and decide whether exact search should win; the
+    reason (None: keep the ANN) and what was measured."""
     count, dim = int(index.ntotal), int(index.d)
     budget = settings.memory_budget or choice.default_memory_budget()
     decide = {
@@ -122,11 +124,13 @@ def _exact_reason(
     ):
         queries = tuning.sample_queries(vectors, speed.TIMING_QUERIES, seed=1)
         measured = speed.measure(index, vectors, queries, TUNING_K)
-    return speed.exact_reason(**decide, speed=measured)
+    return speed.exact_reason(**decide, speed=measured), measured
 
 
-def _record(result: tuning.TuningResult, count: int) -> dict[str, Any]:
-    return {
+def _record(
+    result: tuning.TuningResult, count: int, measured: speed.SpeedCheck | None
+) -> dict[str, Any]:
+    record = {
         "recall_at_10": result.recall,
         "sample_size": result.sample_size,
         "queries_per_s": result.queries_per_s,
@@ -134,3 +138,7 @@ def _record(result: tuning.TuningResult, count: int) -> dict[str, Any]:
         "reached_target": result.reached_target,
         "count": count,
     }
+    if measured is not None:  # the speed check's medians, ms per query
+        record |= {"ann_ms": round(measured.ann_ms, 4), "exact_ms": round(measured.exact_ms, 4),
+                   "exact_rows_timed": measured.exact_rows_timed}  # fmt: skip
+    return record

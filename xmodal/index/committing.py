@@ -27,6 +27,7 @@ import numpy as np
 from xmodal.index import autoindex, merging, segments
 from xmodal.index.autoindex import IndexSettings
 from xmodal.index.manifest import Segment, segment_name
+from xmodal.index.rowset import Piece, RowSet
 from xmodal.index.segments import LoadedSegment
 from xmodal.index.vectors import VectorStore
 
@@ -57,7 +58,7 @@ def write_vectors(
 ) -> list[LoadedSegment]:
     """Write the vector files of ``generation``; returns its segments (the store is unchanged)."""
     name = _Namer(generation)
-    staged_ids, staged = store.staged_rows()
+    staged_ids, staged = store.staged_batches()
     if reindex:
         sources = [*store.segments]
         current: list[LoadedSegment] = []
@@ -65,9 +66,9 @@ def write_vectors(
         return [merged] if merged is not None else current
     current = [_with_tombstones(directory, generation, s) for s in store.segments]
     if len(staged_ids):
-        rows = store.project(staged)
+        rows = _rows(store, [Piece(batch) for batch in staged])
         built = autoindex.segment_index(settings, staged_ids, rows, store.builder)
-        current.append(_write(directory, name(), staged_ids, [staged], built, store))
+        current.append(_write(directory, name(), staged_ids, rows, built))
     return merge_planned(directory, current, store, settings, planner, name)
 
 
@@ -100,7 +101,7 @@ def _with_tombstones(directory: Path, generation: int, segment: LoadedSegment) -
         return segment
     entry = segments.write_deletes(directory, segment.meta.name, generation, segment.dead)
     meta = dataclasses.replace(segment.meta, deletes=entry, deleted=len(segment.dead))
-    fresh = LoadedSegment(meta, segment.ids, segment.vectors, segment.index)
+    fresh = segment.with_meta(meta)
     fresh.committed_dead = fresh.dead = segment.dead
     return fresh
 
@@ -111,36 +112,41 @@ def _merge(
     members: list[LoadedSegment],
     store: VectorStore,
     settings: IndexSettings,
-    staged: tuple[np.ndarray, np.ndarray] | None,
+    staged: tuple[np.ndarray, list[np.ndarray]] | None,
 ) -> LoadedSegment | None:
-    """One new segment holding the live rows of ``members`` (plus ``staged``); None if empty."""
-    ids, chunks = [], []
+    """One new segment holding the live rows of ``members`` (plus ``staged``); None if empty.
+
+    The rows are read from the members' files block by block (``RowSet``), never joined: the
+    memory a merge needs beyond the index it builds does not grow with the rows merged.
+    """
+    ids, pieces = [], []
     for segment in members:
         keep = segment.live_positions()
-        ids.append(segment.ids[keep])
         whole = len(keep) == len(segment.ids)
-        chunks.append(segment.vectors if whole else np.asarray(segment.vectors[keep]))
+        ids.append(segment.ids[keep])
+        pieces.append(Piece(segment.vectors, None if whole else keep))
+        segment.release_index()  # about to be replaced: its memory serves the new index
     if staged is not None and len(staged[0]):
         ids.append(staged[0])
-        chunks.append(staged[1])
+        pieces += [Piece(batch) for batch in staged[1]]
     all_ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)
     if not len(all_ids):
         return None
-    rows = np.concatenate([store.project(np.asarray(chunk)) for chunk in chunks])
+    rows = _rows(store, pieces)
     built = autoindex.segment_index(settings, all_ids, rows, store.builder)
-    return _write(directory, name, all_ids, chunks, built, store)
+    return _write(directory, name, all_ids, rows, built)
+
+
+def _rows(store: VectorStore, pieces: list[Piece]) -> RowSet:
+    assert store.index_dim is not None
+    return RowSet(pieces, store.project, store.index_dim)
 
 
 def _write(
-    directory: Path,
-    name: str,
-    ids: np.ndarray,
-    chunks: list[np.ndarray],
-    built: autoindex.SegmentIndex,
-    store: VectorStore,
+    directory: Path, name: str, ids: np.ndarray, rows: RowSet, built: autoindex.SegmentIndex
 ) -> LoadedSegment:
-    index_entry, emb_entry, ids_entry = segments.write_segment(
-        directory, name, ids, chunks, built.index
+    index_entry, emb_entry, ids_entry, lists_entry = segments.write_segment(
+        directory, name, ids, rows, built.index
     )
     meta = Segment(
         name=name,
@@ -153,6 +159,7 @@ def _write(
         index_reason=built.reason,
         search_params=dict(built.search_params),
         tuning=built.tuning,
+        lists=lists_entry,
     )
     vectors = np.load(directory / emb_entry.name, mmap_mode="r", allow_pickle=False)
-    return LoadedSegment(meta, ids, vectors, built.index)
+    return LoadedSegment(meta, ids, vectors, built.index, directory)

@@ -7,6 +7,7 @@ the cosine similarity.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -15,10 +16,15 @@ import faiss
 import numpy as np
 
 from xmodal.errors import CollectionCorruptError, CollectionError
+from xmodal.index import ondisk
 from xmodal.index.choice import refuse_id_map
 from xmodal.index.durable import Sink, durable_write
+from xmodal.index.rowset import RowSet
 
 log = logging.getLogger(__name__)
+
+TRAIN_PER_LIST = 64
+TRAIN_MIN_ROWS = 65536
 
 
 def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
@@ -34,11 +40,42 @@ def new_index(dim: int, index_key: str) -> faiss.IndexIDMap2:
     return faiss.IndexIDMap2(base)  # the Python wrapper keeps ``base`` alive with it
 
 
-def fill(index: faiss.IndexIDMap2, ids: np.ndarray, vectors: np.ndarray, index_key: str) -> None:
-    """Train ``index`` if its factory needs it (on exactly these vectors), then add them."""
-    train(index, vectors, index_key)
-    if len(vectors) and index.is_trained:
-        index.add_with_ids(vectors, ids)
+def fill(
+    index: faiss.IndexIDMap2, ids: np.ndarray, rows: np.ndarray | RowSet, index_key: str
+) -> None:
+    """Train ``index`` if its factory needs it (on a sample, ``training_sample``), then add the
+    rows block by block: memory beyond the index itself stays one block."""
+    rows = rows if isinstance(rows, RowSet) else RowSet.of(rows)
+    train(index, training_sample(index, rows), index_key)
+    if not len(rows) or not index.is_trained:
+        return
+    start = 0
+    for block in rows.blocks():
+        index.add_with_ids(block, np.ascontiguousarray(ids[start : start + len(block)], np.int64))
+        start += len(block)
+
+
+def training_sample(index: faiss.Index, rows: RowSet) -> np.ndarray:
+    """The rows ``index`` is trained on: all of them up to ``training_rows``, else evenly spaced.
+
+    Nothing for an index that needs no training (Flat, HNSW over flat storage).
+    """
+    if index.is_trained:
+        return np.zeros((0, rows.dim), np.float32)
+    return rows.sample(training_rows(index))
+
+
+def training_rows(index: faiss.Index) -> int:
+    """At most TRAIN_PER_LIST rows per inverted list, and at least TRAIN_MIN_ROWS.
+
+    k-means needs a few dozen points per centroid (FAISS warns under 39 and itself samples
+    256); PQ and OPQ codebooks (256 centroids per sub-quantiser) and SQ ranges learn from
+    TRAIN_MIN_ROWS. Training on everything would hold ``n * 4d`` bytes for the k-means alone:
+    2 GB per million 512-d rows.
+    """
+    ivf = faiss.try_extract_index_ivf(index)
+    lists = ivf.nlist if ivf is not None else 0
+    return max(TRAIN_MIN_ROWS, TRAIN_PER_LIST * lists)
 
 
 def train(index: faiss.Index, vectors: np.ndarray, index_key: str) -> None:
@@ -102,10 +139,17 @@ def write_index(index: faiss.Index, directory: Path, name: str) -> Path:
     return durable_write(directory, name, write)
 
 
-def read_index(path: Path) -> faiss.IndexIDMap2:
-    """Read a committed index file and check it is what the collection writes."""
+def read_index(path: Path, *, lists_on_disk: bool = False) -> faiss.IndexIDMap2:
+    """Read a committed index file and check it is what the collection writes.
+
+    ``lists_on_disk``: its IVF lists are a file beside it, memory-mapped read-only
+    (``xmodal.index.ondisk``).
+    """
+    flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY if lists_on_disk else 0
+    quiet = ondisk.stdout_to_stderr() if lists_on_disk else contextlib.nullcontext()
     try:
-        index = faiss.read_index(str(path))
+        with quiet:
+            index = faiss.read_index(str(path), flags)
     except RuntimeError as exc:
         raise CollectionCorruptError(
             f"collection file {path} is not a readable FAISS index"

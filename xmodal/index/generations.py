@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import shutil
 import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -182,7 +183,10 @@ def sweep(directory: Path, manifest: Manifest) -> None:
     keep = {entry.name for entry in manifest.files()}
     removed = 0
     for path in mf.stale_files(directory, keep):
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
         removed += 1
     if manifest.catalog_id is None:  # a database no manifest names (overwritten collection)
         for name in (mf.CATALOG_NAME, f"{mf.CATALOG_NAME}-wal", f"{mf.CATALOG_NAME}-shm"):

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,9 @@ from xmodal.index.durable import (  # noqa: F401 (re-exported: the durable-write
     written_digest,
 )
 
-FORMAT_VERSION = 3  # 3: the versioned catalog (catalog_id); 2: segments; 1: one generation
+# 4: a segment's IVF lists may live in their own file (``lists``, see ``format_needed``);
+# 3: the versioned catalog (catalog_id); 2: segments; 1: one generation.
+FORMAT_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 CATALOG_NAME = "catalog.sqlite"
 LOCK_NAME = "lock"
@@ -67,6 +69,7 @@ SEGMENT_FILES = {
     "index": "{name}.index.faiss",
     "embeddings": "{name}.embeddings.f16.npy",
     "ids": "{name}.ids.npy",
+    "lists": "{name}.lists.ivfdata",  # on-disk IVF inverted lists, memory-mapped by readers
 }
 
 
@@ -99,6 +102,7 @@ class Segment:
     tuning: dict[str, Any] | None = None  # measured recall@10 etc. of a tuned ANN index
     deletes: FileEntry | None = None
     deleted: int = 0
+    lists: FileEntry | None = None  # the index's inverted lists, when they live on disk
 
     @property
     def live(self) -> int:
@@ -106,7 +110,7 @@ class Segment:
 
     def files(self) -> list[FileEntry]:
         listed = [self.index, self.embeddings, self.ids]
-        return listed + ([self.deletes] if self.deletes is not None else [])
+        return listed + [f for f in (self.lists, self.deletes) if f is not None]
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,14 @@ def generation_file(role: str, generation: int) -> str:
 def segment_name(generation: int, serial: int) -> str:
     """The name of the ``serial``-th segment written by the commit of ``generation``."""
     return f"seg{generation:06d}-{serial}"
+
+
+def format_needed(segments: Iterable[Segment]) -> int:
+    """The oldest format that can describe ``segments``: 3 unless one keeps lists on disk.
+
+    A collection without on-disk lists stays readable by xmodal versions that know format 3.
+    """
+    return FORMAT_VERSION if any(s.lists is not None for s in segments) else 3
 
 
 def segment_file(name: str, role: str) -> str:
@@ -248,7 +260,7 @@ def stale_files(directory: Path, keep: set[str]) -> Iterator[Path]:
     for path in directory.iterdir():
         name = path.name
         if name.startswith(TEMP_PREFIX) or (generation_of(name) is not None and name not in keep):
-            yield path
+            yield path  # a TEMP_PREFIX directory is an on-disk merge's scratch space
 
 
 def _entry(raw: Mapping[str, Any] | None) -> FileEntry | None:
@@ -263,7 +275,7 @@ def _from_json(raw: dict[str, Any]) -> Manifest:
     segments = []
     for seg in raw["segments"]:
         seg = dict(seg)
-        for role in ("index", "embeddings", "ids", "deletes"):
+        for role in ("index", "embeddings", "ids", "deletes", "lists"):
             seg[role] = _entry(seg.get(role))
         segments.append(Segment(**seg))
     values["segments"] = tuple(segments)

@@ -110,7 +110,7 @@ class CommitProtocol:
         self._catalog.commit(generation)
         fsync_path(self._dir)  # the WAL file's name too must outlive a crash
         manifest = self._manifest.replace(
-            format_version=mf.FORMAT_VERSION,
+            format_version=mf.format_needed(segment.meta for segment in segments),
             generation=generation,
             index_key=requested["index_key"],
             memory_budget=requested["memory_budget"],
@@ -137,7 +137,7 @@ class CommitProtocol:
             self._catalog.commit(generation)
             fsync_path(self._dir)
             manifest = self._manifest.replace(
-                format_version=mf.FORMAT_VERSION,
+                format_version=mf.format_needed(self._manifest.segments),
                 generation=generation,
                 updated=gens.now(),
                 catalog=None,

@@ -12,6 +12,7 @@ an ANN segment by FAISS; an ANN answer that comes back short is answered exactly
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,29 +21,33 @@ import faiss
 import numpy as np
 
 from xmodal.errors import CollectionCorruptError
-from xmodal.index import exact, faiss_index, tuning
+from xmodal.index import exact, faiss_index, ondisk, tuning
 from xmodal.index import manifest as mf
 from xmodal.index.durable import Sink, durable_write
 from xmodal.index.manifest import FileEntry, Segment
+from xmodal.index.rowset import Project, RowSet
 
 log = logging.getLogger(__name__)
-_COPY_ROWS = 65536
-
-# (index dim, factory string, ids, float32 rows in the index's space) -> a filled id-mapped index.
-IndexBuilder = Callable[[int, str, np.ndarray, np.ndarray], faiss.IndexIDMap2]
-Project = Callable[[np.ndarray], np.ndarray]
+# (index dim, factory string, ids, the rows (read in the index space)) -> a filled id-mapped index
+IndexBuilder = Callable[[int, str, np.ndarray, RowSet], faiss.IndexIDMap2]
 
 
 class LoadedSegment:
     """One segment of the current generation plus the tombstones this handle staged for it."""
 
     def __init__(
-        self, meta: Segment, ids: np.ndarray, vectors: np.ndarray, index: faiss.IndexIDMap2
+        self,
+        meta: Segment,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        index: faiss.IndexIDMap2,
+        directory: Path | None = None,
     ) -> None:
         self.meta = meta
         self.ids = ids
         self.vectors = vectors
-        self.index = index
+        self._index: faiss.IndexIDMap2 | None = index
+        self.directory = directory  # where the index file is read again after release_index
         self.committed_dead = np.zeros(0, np.int64)
         self.dead = np.zeros(0, np.int64)  # committed + staged tombstones, sorted
         self._dead_mask: np.ndarray | None = None
@@ -50,7 +55,9 @@ class LoadedSegment:
 
     @classmethod
     def load(cls, directory: Path, meta: Segment, dim: int, index_dim: int) -> LoadedSegment:
-        index = faiss_index.read_index(directory / meta.index.name)
+        index = faiss_index.read_index(
+            directory / meta.index.name, lists_on_disk=meta.lists is not None
+        )
         ids = np.load(directory / meta.ids.name, allow_pickle=False)
         vectors = np.load(directory / meta.embeddings.name, mmap_mode="r", allow_pickle=False)
         shapes = (index.ntotal, len(ids), vectors.shape[0])
@@ -64,7 +71,7 @@ class LoadedSegment:
                 "collection"
             )
         tuning.apply_params(index, meta.search_params)
-        segment = cls(meta, ids, vectors, index)
+        segment = cls(meta, ids, vectors, index, directory)
         if meta.deletes is not None:
             dead = np.load(directory / meta.deletes.name, allow_pickle=False)
             if dead.dtype != np.int64 or len(dead) != meta.deleted:
@@ -75,6 +82,29 @@ class LoadedSegment:
             segment.committed_dead = dead
             segment.dead = dead
         return segment
+
+    @property
+    def index(self) -> faiss.IndexIDMap2:
+        """The segment's FAISS index, read from its file again if ``release_index`` dropped it."""
+        if self._index is None:
+            if self.directory is None:
+                raise RuntimeError(f"segment {self.meta.name} has no index and no directory")
+            index = faiss_index.read_index(
+                self.directory / self.meta.index.name, lists_on_disk=self.meta.lists is not None
+            )
+            tuning.apply_params(index, self.meta.search_params)
+            self._index = index
+        return self._index
+
+    def release_index(self) -> None:
+        """Drop the in-memory index (a merge is about to replace it); read again if needed."""
+        if self.directory is not None:
+            self._index = None
+            self._rows32 = None  # a view into the index's storage
+
+    def with_meta(self, meta: Segment) -> LoadedSegment:
+        """The same rows and index under a new manifest entry (tombstones not carried)."""
+        return LoadedSegment(meta, self.ids, self.vectors, self.index, self.directory)
 
     @property
     def live(self) -> int:
@@ -144,20 +174,22 @@ class LoadedSegment:
 
 
 def write_segment(
-    directory: Path,
-    name: str,
-    ids: np.ndarray,
-    chunks: list[np.ndarray],
-    index: faiss.IndexIDMap2,
-) -> tuple[FileEntry, FileEntry, FileEntry]:
-    """Write ids, float16 rows (streamed from ``chunks``) and ``index`` durably; their entries."""
+    directory: Path, name: str, ids: np.ndarray, rows: RowSet, index: faiss.IndexIDMap2
+) -> tuple[FileEntry, FileEntry, FileEntry, FileEntry | None]:
+    """Write ids, float16 raw rows (streamed from ``rows``) and ``index`` durably; the entries
+    of index, embeddings, ids and (when its IVF lists are on disk, ``ondisk``) lists."""
+    lists_entry = None
+    lists = ondisk.lists_of(index)
+    if lists is not None:  # written and fsynced by the builder: it only takes its name here
+        final = directory / mf.segment_file(name, "lists")
+        ondisk.publish(lists, final)
+        lists_entry = FileEntry.of(final)
     ids_path = durable_write(directory, mf.segment_file(name, "ids"), lambda sink: _save(sink, ids))
-    dim = index.d if not chunks else chunks[0].shape[1]
     emb_path = durable_write(
-        directory, mf.segment_file(name, "embeddings"), lambda s: _write_rows(s, chunks, dim)
+        directory, mf.segment_file(name, "embeddings"), lambda s: _write_rows(s, rows)
     )
     index_path = faiss_index.write_index(index, directory, mf.segment_file(name, "index"))
-    return FileEntry.of(index_path), FileEntry.of(emb_path), FileEntry.of(ids_path)
+    return FileEntry.of(index_path), FileEntry.of(emb_path), FileEntry.of(ids_path), lists_entry
 
 
 def write_deletes(directory: Path, name: str, generation: int, dead: np.ndarray) -> FileEntry:
@@ -169,9 +201,9 @@ def write_deletes(directory: Path, name: str, generation: int, dead: np.ndarray)
 
 
 def build_index(
-    dim: int, factory: str, ids: np.ndarray, rows: np.ndarray, builder: IndexBuilder | None
+    dim: int, factory: str, ids: np.ndarray, rows: RowSet, builder: IndexBuilder | None
 ) -> faiss.IndexIDMap2:
-    """A filled index over ``rows`` (float32, index space), by ``builder`` or in-process."""
+    """A filled index over ``rows`` (read in the index space), by ``builder`` or in-process."""
     if builder is not None:
         return builder(dim, factory, ids, rows)
     index = faiss_index.new_index(dim, factory)
@@ -183,15 +215,15 @@ def _save(sink: Sink, array: np.ndarray) -> None:
     np.save(sink, array, allow_pickle=False)
 
 
-def _write_rows(sink: Sink, chunks: list[np.ndarray], dim: int) -> None:
-    """Stream row chunks into one float16 .npy (bounded memory).
+def _write_rows(sink: Sink, rows: RowSet) -> None:
+    """Stream the raw rows into one float16 .npy (bounded memory).
 
     Plain writes, not a memory map: a full disk must raise, not kill the process (SIGBUS).
     """
-    total = sum(len(chunk) for chunk in chunks)
-    header = {"descr": "<f2", "fortran_order": False, "shape": (total, dim)}
+    blocks = rows.raw_blocks()
+    first = next(blocks, None)
+    dim = first.shape[1] if first is not None else 0
+    header = {"descr": "<f2", "fortran_order": False, "shape": (len(rows), dim)}
     np.lib.format.write_array_header_1_0(sink, header)
-    for chunk in chunks:
-        for start in range(0, len(chunk), _COPY_ROWS):
-            part = np.ascontiguousarray(chunk[start : start + _COPY_ROWS], "<f2")
-            sink.write(part.tobytes())
+    for block in itertools.chain([first] if first is not None else [], blocks):
+        sink.write(np.ascontiguousarray(block, "<f2").tobytes())

@@ -4,7 +4,10 @@ Queries are a seeded sample of the stored vectors, each perturbed by isotropic n
 ``QUERY_NOISE`` and re-normalised, so a query is near but not on its source row (a stored row as
 its own query would flatter the index). Ground truth is numpy brute force over every stored
 vector. The parameter grows geometrically (x2) until the recall reaches the target or the cap; at
-the cap the best recall reached is returned with ``reached_target`` False.
+the cap the best recall reached is returned with ``reached_target`` False. A doubling that gains
+less than PLATEAU_GAIN also ends the search, below target: what limits recall then is the codes
+(PQ rounds every row), not how many lists or graph nodes are visited, and each further doubling
+costs twice the last (at nprobe = nlist a PQ index scans every code for every query).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+from xmodal.index import exact
+
 log = logging.getLogger(__name__)
 
 QUERY_NOISE = 0.3
 DEFAULT_SAMPLE = 1000
 EF_SEARCH_CAP = 4096
+PLATEAU_GAIN = 0.002
 _GT_ROWS = 16384  # brute-force ground truth in blocks of stored rows: bounded memory
 
 
@@ -70,6 +76,7 @@ def tune_search(
     k = min(k, len(ids))
     truth = exact_top_k(vectors, ids, queries, k)
     best: TuningResult | None = None
+    previous: float | None = None
     for value in _grid(index, name, k):
         apply_params(index, {name: value})
         start = time.perf_counter()
@@ -80,6 +87,10 @@ def tune_search(
             best = result
         if result.recall >= target_recall:
             return result
+        if previous is not None and result.recall - previous < PLATEAU_GAIN:
+            log.info("recall@%d stopped growing at %s=%d (%.3f)", k, name, value, result.recall)
+            break
+        previous = result.recall
     assert best is not None  # the grid is never empty
     # No warning here: the caller decides whether this index is kept (see autoindex) and warns
     # only about an index it keeps.
@@ -100,25 +111,14 @@ def sample_queries(vectors: np.ndarray, sample_size: int, seed: int) -> np.ndarr
 
 
 def exact_top_k(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """Ids of the exact inner-product top-k per query (numpy, in blocks of stored rows)."""
-    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
-    best_ids = np.zeros((len(queries), 0), np.int64)
+    """Ids of the exact inner-product top-k per query: ``exact.top_k`` over blocks of stored
+    rows, merged as it goes (memory: one block of rows and one block of scores)."""
+    best = exact.empty(len(queries), 0)
     for start in range(0, len(vectors), _GT_ROWS):
         block = np.asarray(vectors[start : start + _GT_ROWS], dtype=np.float32)
-        scores = np.concatenate([best_scores, queries @ block.T], axis=1)
-        cand = np.concatenate(
-            [
-                best_ids,
-                np.broadcast_to(ids[start : start + len(block)], (len(queries), len(block))),
-            ],
-            axis=1,
-        )
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if scores.shape[1] > k else None
-        if top is not None:
-            scores = np.take_along_axis(scores, top, axis=1)
-            cand = np.take_along_axis(cand, top, axis=1)
-        best_scores, best_ids = scores, cand
-    return best_ids
+        found = exact.top_k(block, ids[start : start + len(block)], queries, k)
+        best = exact.merge([best, found], len(queries), k)
+    return best[1]
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

@@ -150,6 +150,13 @@ class VectorStore:
             self._parts = [(ids, np.concatenate([part[1] for part in self._parts]))]
         return self._parts[0]
 
+    def staged_batches(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """All staged ids as one array and their float32 rows as the batches they came in: a
+        commit reads them in place (joining a million staged rows would copy 2 GB)."""
+        if not self._parts:
+            return np.zeros(0, np.int64), []
+        return np.concatenate([part[0] for part in self._parts]), [p[1] for p in self._parts]
+
     def adopt(self, segments: list[LoadedSegment], projection: Projection | None) -> None:
         """Switch to a just-committed generation: its segments, nothing staged."""
         self.segments = segments

@@ -96,7 +96,8 @@ def index_with_ray(
 
         inputs = _timed(book, iter_inputs(sources, config.policy))
         windows = cut_windows(inputs, config.shard_size, config.window_shards, salt)
-        collection.use_index_builder(ray_index_builder(ray, config.index_parts))
+        builder = ray_index_builder(ray, config.index_parts, lists_dir=collection.directory)
+        collection.use_index_builder(builder)
         try:
             totals = run_windows(encoder, book, windows, store, embed, config.retry_failed)
             book.finish(prune_missing(collection, sources) if config.prune else 0)

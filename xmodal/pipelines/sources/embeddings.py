@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from xmodal.errors import XmodalError
+from xmodal.index.rowset import read_rows
 
 CLIP_RETRIEVAL = "clip-retrieval"
 XMODAL_EMBED = "xmodal-embed"
@@ -197,7 +198,7 @@ def read_blocks(part: Part, start: int = 0, rows: int = READ_ROWS) -> Iterator[B
         if end > start:
             skip = max(start - at, 0)
             paths, captions = _metadata(batch.slice(skip))
-            yield Block(at + skip, np.asarray(vectors[at + skip : end]), paths, captions)
+            yield Block(at + skip, read_rows(vectors, at + skip, end), paths, captions)
         at = end
 
 
