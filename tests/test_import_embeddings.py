@@ -123,6 +123,28 @@ def test_importing_the_same_parts_again_adds_nothing(tmp_path, tiny_clip_dir, ca
     assert after[0].tolist() == before[0].tolist() and after[2] == before[2]
 
 
+def test_import_takes_the_index_choice_like_index_does(tmp_path, tiny_clip_dir, capsys):
+    """--index / --memory-budget make a new collection so; on an existing one a different key
+    rebuilds at the import's commit (``pipelines.opening``)."""
+    random_parts(tmp_path / "emb", [40, 40])
+    col = tmp_path / "col"
+    argv = import_argv([tmp_path / "emb"], col, tiny_clip_dir)
+    assert run([*argv, "--index", "flat", "--memory-budget", "1GB"], capsys)[0] == 0
+    with Collection.open(col) as reader:
+        info = reader.info()
+    assert (info.index_key, info.memory_budget, info.count) == ("flat", 10**9, 80)
+    random_parts(tmp_path / "more", [20], seed=5)
+    more = import_argv([tmp_path / "more"], col, tiny_clip_dir, "--index", "IVF2,Flat")
+    assert run(more, capsys)[0] == 0
+    with Collection.open(col) as reader:
+        info = reader.info()
+    assert (info.index_key, info.index_factory, info.segments, info.count) == (
+        "IVF2,Flat", "IVF2,Flat", 1, 80,
+    )  # fmt: skip (its 20 rows replace /photos/0/0-19.jpg: same paths)
+    code, _, err = run([*argv, "--index", "IVFx"], capsys)
+    assert code != 0 and "unknown index key 'IVFx'" in err
+
+
 def test_a_dimension_that_is_not_the_models_is_refused_before_a_collection_is_made(
     tmp_path, tiny_clip_dir, capsys
 ):

@@ -102,3 +102,23 @@ def representation_arg(p: argparse.ArgumentParser) -> None:
         help="embedding (shared space, L2-normalised; default), pooled (the tower's pooled "
         "output before the projection) or hidden:N (layer N mean-pooled; negative from the end)",
     )
+
+
+def index_choice_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--index",
+        metavar="KEY",
+        help="auto (default for a new collection), flat, hnsw, ivf-flat, ivf-pq or a FAISS "
+        "factory string; for an existing collection a different key rebuilds the index",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="index memory budget, e.g. 4GB (default: half the RAM)",
+    )
+    p.add_argument(
+        "--projection",
+        metavar="SPEC",
+        help="none (default), pca:N (keep N dims) or pca:F (keep share F of the variance), "
+        "optionally :whiten; fitted on the stored embeddings; a different spec rebuilds the index",
+    )

@@ -14,10 +14,10 @@ from xmodal.cli.arguments import DEFAULT_MODEL, source_policy
 
 if TYPE_CHECKING:  # heavy imports happen inside the commands, after argument parsing
     from xmodal.encoders import Encoder
-    from xmodal.index import Collection
     from xmodal.index.generations import CollectionInfo
     from xmodal.index.ledger import RunRecord
     from xmodal.pipelines.indexing import IndexReport
+    from xmodal.pipelines.opening import IndexRequest
     from xmodal.pipelines.search import Retriever
 
 
@@ -33,30 +33,18 @@ def _open_encoder(args: argparse.Namespace, spec: dict | None) -> Encoder:
 
 def cmd_index(args: argparse.Namespace) -> int:
     from xmodal.index import Collection
-    from xmodal.index.choice import parse_size
     from xmodal.pipelines.indexing import IndexConfig, index_paths
+    from xmodal.pipelines.opening import exists, open_for_writing
     from xmodal.pipelines.sources import check_sources
 
     policy = source_policy(args)
     check_sources(args.sources, policy)  # a missing source fails before a collection is made
-    existing = (args.collection / "manifest.json").is_file()
     spec = None
-    if existing:
+    if exists(args.collection):
         with Collection.open(args.collection) as current:
             spec = current.encoder_spec
     encoder = _open_encoder(args, spec)
-    budget = parse_size(args.memory_budget) if args.memory_budget else None
-    if existing:
-        collection = Collection.open(args.collection, writable=True)
-        _change_index(collection, args.index, budget, args.projection)
-    else:
-        collection = Collection.create(
-            args.collection,
-            encoder.spec.to_dict(),
-            index_key=args.index or "auto",
-            memory_budget=budget,
-            projection=args.projection or "none",
-        )
+    collection = open_for_writing(args.collection, encoder.spec.to_dict(), index_request(args))
     config = IndexConfig(
         batch_size=args.batch_size,
         workers=args.workers,
@@ -107,18 +95,13 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     return cmd_info(args)
 
 
-def _change_index(
-    collection: Collection, key: str | None, budget: int | None, projection: str | None
-) -> None:
-    """Ask for a rebuild at commit when --index / --memory-budget / --projection differ."""
-    from xmodal.index.projection import parse_projection
+def index_request(args: argparse.Namespace) -> IndexRequest:
+    """--index, --memory-budget and --projection as a request for ``open_for_writing``."""
+    from xmodal.index.choice import parse_size
+    from xmodal.pipelines.opening import IndexRequest
 
-    info = collection.info()
-    key = key or info.index_key
-    moved = projection is not None and str(parse_projection(projection)) != info.projection
-    if key != info.index_key or (budget is not None and budget != info.memory_budget) or moved:
-        budget = budget if budget is not None else info.memory_budget
-        collection.set_index(key, budget, projection=projection if moved else None)
+    budget = parse_size(args.memory_budget) if args.memory_budget else None
+    return IndexRequest(args.index, budget, args.projection)
 
 
 def _report_dict(report: IndexReport) -> dict:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from xmodal.cli.arguments import model_args
+from xmodal.cli.arguments import index_choice_args, model_args
 
 _SHOWN = 20  # refused rows listed on stderr; --json lists them all
 
@@ -37,20 +37,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="commit every N rows (default 65536): an interrupted import redoes at most N",
     )
+    index_choice_args(p)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_import)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from xmodal.cli.commands import index_request
     from xmodal.errors import XmodalError
-    from xmodal.index import Collection
     from xmodal.pipelines.importing import ImportConfig, check_fit, import_embeddings
+    from xmodal.pipelines.opening import exists, open_for_writing
     from xmodal.pipelines.sources.embeddings import open_embeddings
 
     if args.commit_every < 1:
         raise XmodalError(f"--commit-every must be at least 1, got {args.commit_every}")
     sets = [open_embeddings(source) for source in args.embeddings]  # layouts fail fast
-    existing = (args.collection / "manifest.json").is_file()
+    existing = exists(args.collection)
     if not existing and not args.model:
         raise XmodalError(
             "a new collection needs --model: the encoder that computed these embeddings, which "
@@ -58,11 +60,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
     spec = _encoder_spec(args, existing)
     check_fit(sets, spec)  # before a collection is made
-    if existing:
-        collection = Collection.open(args.collection, writable=True)
-    else:
-        collection = Collection.create(args.collection, spec)
-    with collection:
+    with open_for_writing(args.collection, spec, index_request(args)) as collection:
         report = import_embeddings(collection, spec, sets, ImportConfig(args.commit_every))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

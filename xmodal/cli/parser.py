@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 
 from xmodal.cli import curation, embed, eval, importing, probe, tagging
-from xmodal.cli.arguments import DEFAULT_MODEL, decode_args, model_args, source_args
+from xmodal.cli.arguments import (
+    DEFAULT_MODEL,
+    decode_args,
+    index_choice_args,
+    model_args,
+    source_args,
+)
 from xmodal.cli.commands import (
     cmd_compact,
     cmd_demo,
@@ -81,7 +87,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     model_args(p, f"default: the collection's model, or {DEFAULT_MODEL} for a new one")
     source_args(p)
     decode_args(p)
-    _index_choice_args(p)
+    index_choice_args(p)
     p.add_argument(
         "--prune",
         action="store_true",
@@ -104,32 +110,12 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=cmd_index)
 
 
-def _index_choice_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--index",
-        metavar="KEY",
-        help="auto (default for a new collection), flat, hnsw, ivf-flat, ivf-pq or a FAISS "
-        "factory string; for an existing collection a different key rebuilds the index",
-    )
-    p.add_argument(
-        "--memory-budget",
-        metavar="SIZE",
-        help="index memory budget, e.g. 4GB (default: half the RAM)",
-    )
-    p.add_argument(
-        "--projection",
-        metavar="SPEC",
-        help="none (default), pca:N (keep N dims) or pca:F (keep share F of the variance), "
-        "optionally :whiten; fitted on the stored embeddings; a different spec rebuilds the index",
-    )
-
-
 def _reindex_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reindex", help="rebuild and re-tune a collection's index from its stored embeddings"
     )
     _collection_arg(p)
-    _index_choice_args(p)
+    index_choice_args(p)
     p.add_argument("--json", action="store_true", help="print the collection info as JSON")
     p.set_defaults(run=cmd_reindex)
 
