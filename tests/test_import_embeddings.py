@@ -139,7 +139,10 @@ def test_import_takes_the_index_choice_like_index_does(tmp_path, tiny_clip_dir, 
     with Collection.open(col) as reader:
         info = reader.info()
     assert (info.index_key, info.index_factory, info.segments, info.count) == (
-        "IVF2,Flat", "IVF2,Flat", 1, 80,
+        "IVF2,Flat",
+        "IVF2,Flat",
+        1,
+        80,
     )  # fmt: skip (its 20 rows replace /photos/0/0-19.jpg: same paths)
     code, _, err = run([*argv, "--index", "IVFx"], capsys)
     assert code != 0 and "unknown index key 'IVFx'" in err

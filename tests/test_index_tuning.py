@@ -268,21 +268,25 @@ def test_an_index_asked_for_is_kept_even_where_exact_is_faster(tmp_path, monkeyp
         assert col.info().index_factory == "HNSW16"
 
 
-def test_the_speed_check_times_the_exact_scan_a_flat_collection_runs(monkeypatch):
-    """The ANN is compared with xmodal's exact path (exact.top_k), not FAISS's IndexFlatIP."""
+def spy_exact_scans(monkeypatch) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Record (rows shape, queries shape) of every exact.top_k call."""
     from xmodal.index import exact
 
-    rng = np.random.default_rng(0)
-    rows = rng.standard_normal((500, 16)).astype(np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     calls = []
     real = exact.top_k
 
     def counted(*args, **kwargs):
-        calls.append(args[2].shape)
+        calls.append((args[0].shape, args[2].shape))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(exact, "top_k", counted)
+    return calls
+
+
+def test_the_speed_check_times_the_exact_scan_a_flat_collection_runs(monkeypatch):
+    """The ANN is compared with xmodal's exact path (exact.top_k), not FAISS's IndexFlatIP."""
+    rows = mixture(500, 16)
+    calls = spy_exact_scans(monkeypatch)
     monkeypatch.setattr(
         faiss, "IndexFlatIP", lambda *a: pytest.fail("the exact side must not be IndexFlatIP")
     )
@@ -290,34 +294,24 @@ def test_the_speed_check_times_the_exact_scan_a_flat_collection_runs(monkeypatch
     index.add(rows)
     check = speed.measure(index, rows, rows[:40], k=10)
     assert len(calls) == speed.TIMING_REPEATS
-    assert all(shape == (speed.TIMING_QUERIES, 16) for shape in calls)
+    assert all(call == ((500, 16), (speed.TIMING_QUERIES, 16)) for call in calls)
     assert check.ann_ms > 0 and check.exact_ms > 0
 
 
 def test_over_many_rows_the_exact_scan_is_timed_on_a_prefix_and_scaled(monkeypatch):
     """A float32 copy of every row only to time it would cost n * 4d bytes: the first
     EXACT_TIMING_ROWS are scanned and the time scaled by the row count (a linear scan)."""
-    from xmodal.index import exact
     from xmodal.index.rowset import Piece, RowSet
 
-    rng = np.random.default_rng(1)
-    rows = rng.standard_normal((400, 16)).astype(np.float32)
-    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
-    scanned = []
-    real = exact.top_k
-
-    def counted(*args, **kwargs):
-        scanned.append(args[0].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(exact, "top_k", counted)
+    rows = mixture(400, 16)
+    calls = spy_exact_scans(monkeypatch)
     monkeypatch.setattr(speed, "EXACT_TIMING_ROWS", 100)
     monkeypatch.setattr(speed, "_median_ms", lambda search, queries: (search(queries), 2.0)[1])
     index = faiss.IndexHNSWFlat(16, 8, faiss.METRIC_INNER_PRODUCT)
     index.add(rows)
     half = RowSet([Piece(rows[:200].astype(np.float16)), Piece(rows[200:])], np.asarray, 16)
     check = speed.measure(index, half, rows[:40], k=10)
-    assert scanned == [(100, 16)]
+    assert [rows_shape for rows_shape, _ in calls] == [(100, 16)]
     assert (check.ann_ms, check.exact_ms, check.exact_rows_timed) == (2.0, 8.0, 100)
 
 
