@@ -225,3 +225,21 @@ def test_cli_compact(tmp_path):
     assert done.stdout.strip() == "compacted: segments 1 (30 rows), generation 4"
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "nothing to compact: segments 1 (30 rows), generation 4"
+
+
+def test_what_a_killed_on_disk_merge_leaves_is_swept_by_the_next_writer(tmp_path):
+    """A Ray build killed mid-merge leaves a scratch folder of parts and a temp lists file."""
+    directory, rows = tmp_path / "c", unit_rows(40, seed=4)
+    with Collection.create(directory, SPEC) as col:
+        col.add(rows[:20], [Record(f"a/{i}") for i in range(20)])
+        col.commit()
+    scratch = directory / ".tmp.abc123"
+    scratch.mkdir()
+    (scratch / "part-000000.faiss").write_bytes(b"\0" * 64)
+    (directory / ".tmp.lists.ivfdata.xyz").write_bytes(b"\0" * 64)
+    with Collection.open(directory) as reader:  # readers never delete anything
+        assert reader.count == 20 and scratch.is_dir()
+    with Collection.open(directory, writable=True) as col:
+        col.add(rows[20:], [Record(f"b/{i}") for i in range(20)])
+        col.commit()
+    assert not [p.name for p in directory.iterdir() if p.name.startswith(".tmp")]
