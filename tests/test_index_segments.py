@@ -117,6 +117,7 @@ def test_compact_full_merges_into_one_and_a_reader_keeps_working(tmp_path):
 def test_a_merge_reads_its_rows_in_blocks_and_trains_on_a_sample(tmp_path, monkeypatch):
     """No step of a merge holds the merged rows at once: bounded memory at any size."""
     from xmodal.index import faiss_index, rowset
+    from xmodal.index.rowset import RowSet
     from xmodal.index.vectors import VectorStore
 
     monkeypatch.setattr(rowset, "BLOCK_ROWS", 64)
@@ -129,23 +130,41 @@ def test_a_merge_reads_its_rows_in_blocks_and_trains_on_a_sample(tmp_path, monke
             col.add(rows[chunk], [Record(f"p{part}/{i}") for i in range(200)])
             col.commit()
         col.remove([3, 250])
-        projected, trained = [], []
-        real_project, real_train = VectorStore.project, faiss_index.train
-        monkeypatch.setattr(
-            VectorStore,
-            "project",
-            lambda self, r: projected.append(len(r)) or real_project(self, r),
+        streamed, picked, trained = [], [], []
+        real_project, real_pick, real_train = (
+            VectorStore.project,
+            RowSet.__getitem__,
+            faiss_index.train,
         )
+        picking = []
+
+        def project(self, block):
+            if not picking:  # rows read in order (filling the index, writing the float16 file)
+                streamed.append(len(block))
+            return real_project(self, block)
+
+        def pick(self, key):
+            picking.append(True)
+            try:
+                out = real_pick(self, key)
+            finally:
+                picking.pop()
+            picked.append(len(out))
+            return out
+
+        monkeypatch.setattr(VectorStore, "project", project)
+        monkeypatch.setattr(RowSet, "__getitem__", pick)
         monkeypatch.setattr(
             faiss_index, "train", lambda i, v, k: trained.append(len(v)) or real_train(i, v, k)
         )
         col.compact(full=True)
         assert col.info().segment_sizes == (598,)
-        # Rows come in blocks of 64; the only larger reads are the training sample (160 rows:
-        # 4 lists x 40, over the floor of 100) and the 598 tuning queries, which are not rows
-        # of the index but a bounded sample (tuning.DEFAULT_SAMPLE, 1000).
+        # Rows stream in blocks of 64. Rows picked at once are only bounded samples: the
+        # training sample (160 rows: 4 lists x 40, over the floor of 100), the tuning queries
+        # (min(rows, tuning.DEFAULT_SAMPLE = 1000)) and ground-truth blocks (_GT_ROWS).
         assert trained == [160]
-        assert max(n for n in projected if n not in (160, 598)) <= 64
+        assert streamed and max(streamed) <= 64
+        assert 160 in picked and 598 in picked and max(picked) <= 598
         hits = col.search(rows[:20], k=1)
     assert [row[0].id for row in hits[4:]] == list(range(4, 20))
 
